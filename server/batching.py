@@ -85,7 +85,9 @@ class Batcher(Generic[In, Out]):
     async def submit_many(self, items: Sequence[In], tokens: Sequence[int]) -> list[tuple[Out, BatchInfo]]:
         """Admit all of `items` or none of them, then wait for every result."""
         if self._closed or self._task is None:
-            raise NotReady("the classifier is not accepting requests (starting or shutting down); retry later")
+            raise NotReady(
+                "the classifier is not accepting requests (starting or shutting down); retry later"
+            )
         limit = self._cfg.max_queued_requests
         if self._in_flight + len(items) > limit:
             raise Overloaded(
@@ -94,7 +96,9 @@ class Batcher(Generic[In, Out]):
             )
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
-        pending = [_Pending(item, n, loop.create_future(), now) for item, n in zip(items, tokens, strict=True)]
+        pending = [
+            _Pending(item, n, loop.create_future(), now) for item, n in zip(items, tokens, strict=True)
+        ]
         self._in_flight += len(pending)
         self._queue.extend(pending)
         self._wakeup.set()
@@ -131,9 +135,7 @@ class Batcher(Generic[In, Out]):
                 continue
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run_batch, [p.item for p in batch]
-                )
+                results = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
                 error: TaskRouterError | None = None

@@ -47,8 +47,11 @@ class ModelSection(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="'auto' = float16 on CUDA (half the memory traffic), float32 on CPU."
     )
-    warmup: bool = Field(True, description="Run dummy batches before reporting SERVING, so the first "
-                         "real request does not pay for lazy initialisation.")
+    warmup: bool = Field(
+        True,
+        description="Run dummy batches before reporting SERVING, so the first "
+        "real request does not pay for lazy initialisation.",
+    )
 
 
 class BatchingSection(_Section):
@@ -57,14 +60,18 @@ class BatchingSection(_Section):
         16384, gt=0, description="Most prompt tokens in one pass (sum of lengths); bounds activation memory."
     )
     max_queued_requests: int = Field(
-        1024, gt=0, description="Admission bound: requests waiting or running. Past it callers get "
+        1024,
+        gt=0,
+        description="Admission bound: requests waiting or running. Past it callers get "
         "RESOURCE_EXHAUSTED at once instead of joining an ever-growing queue.",
     )
 
 
 class LimitsSection(_Section):
     max_prompt_bytes: int = Field(
-        1 * MiB, gt=0, description="Most UTF-8 bytes of content in one request; the encoder reads only "
+        1 * MiB,
+        gt=0,
+        description="Most UTF-8 bytes of content in one request; the encoder reads only "
         "its token budget, so more is almost surely a mistake.",
     )
     max_messages: int = Field(1024, gt=0, description="Most messages in one request.")

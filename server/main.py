@@ -37,7 +37,11 @@ async def build_server(cfg: Config) -> tuple[grpc.aio.Server, int, App]:
     pb_grpc.add_TaskRouterServicer_to_server(TaskRouterService(app), server)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     reflection.enable_server_reflection(
-        (pb.DESCRIPTOR.services_by_name["TaskRouter"].full_name, reflection.SERVICE_NAME, "grpc.health.v1.Health"),
+        (
+            pb.DESCRIPTOR.services_by_name["TaskRouter"].full_name,
+            reflection.SERVICE_NAME,
+            "grpc.health.v1.Health",
+        ),
         server,
     )
     await app.set_serving(False)

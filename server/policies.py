@@ -37,7 +37,9 @@ def load_catalog(path: Path) -> Catalog:
     raw = yaml.safe_load(path.read_text()) or {}
     entries = raw.get("models") if isinstance(raw, dict) else None
     if not isinstance(entries, dict) or not entries:
-        raise ValueError(f"{path}: expected a non-empty 'models:' mapping of model name -> prices and latency")
+        raise ValueError(
+            f"{path}: expected a non-empty 'models:' mapping of model name -> prices and latency"
+        )
     models = {}
     for name, info in entries.items():
         try:

@@ -54,7 +54,9 @@ class CompiledRouter:
         )
         best = scores[0]
         matched = best.similarity >= self.threshold
-        return Decision(best.task if matched else FALLBACK, matched, scores, float(fallback[0]), self.threshold)
+        return Decision(
+            best.task if matched else FALLBACK, matched, scores, float(fallback[0]), self.threshold
+        )
 
     def candidates(self, decision: Decision) -> tuple[tuple[str, ...], str]:
         """(models to try, best first; how they were ordered) for a decision of this router."""

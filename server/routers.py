@@ -90,7 +90,9 @@ class _Checker:
 
     def mapping(self, value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
-            raise self.fail(where, f"must be a mapping with keys {sorted(allowed)}, got {type(value).__name__}")
+            raise self.fail(
+                where, f"must be a mapping with keys {sorted(allowed)}, got {type(value).__name__}"
+            )
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise self.fail(where, f"has unknown keys {unknown}; allowed: {sorted(allowed)}")
@@ -132,7 +134,9 @@ def _parse_task(checker: _Checker, policy: Any, where: str, catalog: Catalog) ->
     description = checker.text(custom.get("description"), f"{where}.custom_task.description")
     examples = custom.get("examples") or []
     if not isinstance(examples, list) or len(examples) > MAX_EXAMPLES:
-        raise checker.fail(f"{where}.custom_task.examples", f"must be a list of at most {MAX_EXAMPLES} prompts")
+        raise checker.fail(
+            f"{where}.custom_task.examples", f"must be a list of at most {MAX_EXAMPLES} prompts"
+        )
     examples = tuple(checker.text(e, f"{where}.custom_task.examples[{i}]") for i, e in enumerate(examples))
     models = checker.models(policy.get("models"), f"{where}.models", catalog)
     prefer = None
@@ -142,7 +146,8 @@ def _parse_task(checker: _Checker, policy: Any, where: str, catalog: Catalog) ->
         if prefer not in PREFERENCES:
             raise checker.fail(
                 f"{where}.selection_policy.prefer",
-                f"is {prefer!r}; allowed: {', '.join(PREFERENCES)} (omit selection_policy to rank by list order)",
+                f"is {prefer!r}; allowed: {', '.join(PREFERENCES)} "
+                "(omit selection_policy to rank by list order)",
             )
     return TaskSpec(name, description, examples, models, prefer)
 

@@ -79,7 +79,9 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         return pb.ClassifyResponse(
             task=decision.task,
             matched=decision.matched,
-            scores=[pb.TaskScore(task=s.task, score=s.score, similarity=s.similarity) for s in decision.scores],
+            scores=[
+                pb.TaskScore(task=s.task, score=s.score, similarity=s.similarity) for s in decision.scores
+            ],
             threshold=decision.threshold,
             fallback_score=decision.fallback_score,
             truncated=prompt.truncated,
@@ -106,7 +108,9 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         return router, decision, self._response(router, decision, prompt, info, tokenize_ms, received)
 
     @grpc_errors
-    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+    async def Classify(
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyResponse:
         return (await self._classify(request))[2]
 
     @grpc_errors
@@ -116,7 +120,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         received = time.perf_counter()
         limit = self.app.cfg.limits.max_batch_inputs
         if not request.requests:
-            raise InvalidInput("requests is empty; send 1 to %d requests" % limit)
+            raise InvalidInput(f"requests is empty; send 1 to {limit} requests")
         if len(request.requests) > limit:
             raise InvalidInput(f"{len(request.requests)} requests; at most {limit} per ClassifyBatch call")
         routers = [self._router(r.router, f"requests[{i}]: ") for i, r in enumerate(request.requests)]
@@ -159,11 +163,15 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         return parse_router(raw, self.app.registry.catalog)
 
     @grpc_errors
-    async def CreateRouter(self, request: pb.CreateRouterRequest, context: grpc.aio.ServicerContext) -> pb.Router:
+    async def CreateRouter(
+        self, request: pb.CreateRouterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Router:
         return self._to_proto(await self.app.registry.create(self._parse(request.router)))
 
     @grpc_errors
-    async def UpdateRouter(self, request: pb.UpdateRouterRequest, context: grpc.aio.ServicerContext) -> pb.Router:
+    async def UpdateRouter(
+        self, request: pb.UpdateRouterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Router:
         return self._to_proto(await self.app.registry.update(self._parse(request.router)))
 
     @grpc_errors

@@ -27,7 +27,9 @@ def answers(
     for router, tasks in router_prompts.items():
         for task, prompts in tasks.items():
             for prompt in prompts:
-                out.append((router, task, prompt, stub.Classify(pb.ClassifyRequest(router=router, prompt=prompt))))
+                out.append(
+                    (router, task, prompt, stub.Classify(pb.ClassifyRequest(router=router, prompt=prompt)))
+                )
     return out
 
 
@@ -131,7 +133,9 @@ def test_chat_messages_use_system_and_history(stub: pb_grpc.TaskRouterStub) -> N
 
 
 def test_route_orders_the_matched_pool_by_its_policy(stub: pb_grpc.TaskRouterStub) -> None:
-    qa = stub.Route(pb.RouteRequest(router="support", prompt="How do I reset my password? I don't get the email."))
+    qa = stub.Route(
+        pb.RouteRequest(router="support", prompt="How do I reset my password? I don't get the email.")
+    )
     assert qa.classification.task == "customer-qa"
     # customer-qa prefers the fastest: haiku (300 ms) < gpt-4o-mini (350 ms) < llama-70b (400 ms).
     assert (list(qa.models), qa.selection_policy) == (
@@ -139,11 +143,18 @@ def test_route_orders_the_matched_pool_by_its_policy(stub: pb_grpc.TaskRouterStu
         "fastest",
     )
     design = stub.Route(
-        pb.RouteRequest(router="coding-agent", prompt="Design a REST API for managing projects, members and permissions.")
+        pb.RouteRequest(
+            router="coding-agent", prompt="Design a REST API for managing projects, members and permissions."
+        )
     )
     assert design.classification.task == "design"
-    assert (list(design.models), design.selection_policy) == (["claude-3.7-sonnet", "o3-mini", "gpt-4o"], "manual")
-    off = stub.Route(pb.RouteRequest(router="coding-agent", prompt="Give me a recipe for banana bread without eggs."))
+    assert (list(design.models), design.selection_policy) == (
+        ["claude-3.7-sonnet", "o3-mini", "gpt-4o"],
+        "manual",
+    )
+    off = stub.Route(
+        pb.RouteRequest(router="coding-agent", prompt="Give me a recipe for banana bread without eggs.")
+    )
     assert (off.classification.task, list(off.models), off.selection_policy) == (
         "fallback",
         ["gpt-4o-mini", "llama-3.1-8b-instruct"],

@@ -24,7 +24,10 @@ def expect(call: object, request: object, code: grpc.StatusCode, *phrases: str) 
     [
         (pb.ClassifyRequest(router="support"), ["prompt is empty"]),
         (pb.ClassifyRequest(router="support", prompt="   \n "), ["prompt is empty"]),
-        (pb.ClassifyRequest(router="support", messages=[pb.Message(role="user", content="")]), ["prompt is empty"]),
+        (
+            pb.ClassifyRequest(router="support", messages=[pb.Message(role="user", content="")]),
+            ["prompt is empty"],
+        ),
         (
             pb.ClassifyRequest(router="support", messages=[pb.Message(role="bot", content="hi")]),
             ["messages[0].role 'bot' is not allowed", "system, developer, user, assistant, tool"],
@@ -44,23 +47,43 @@ def test_bad_classify_input_is_invalid_argument(
 
 def test_ten_megabyte_prompt_is_refused_with_the_limit(stub: pb_grpc.TaskRouterStub) -> None:
     prompt = "x" * (10 * 1024 * 1024)
-    expect(stub.Classify, pb.ClassifyRequest(router="support", prompt=prompt), INVALID,
-           "prompt is 10485760 bytes; at most 1048576 bytes are accepted")
+    expect(
+        stub.Classify,
+        pb.ClassifyRequest(router="support", prompt=prompt),
+        INVALID,
+        "prompt is 10485760 bytes; at most 1048576 bytes are accepted",
+    )
 
 
 def test_unknown_router_is_not_found_and_lists_the_known_ones(stub: pb_grpc.TaskRouterStub) -> None:
-    expect(stub.Classify, pb.ClassifyRequest(router="nope", prompt="hi"), grpc.StatusCode.NOT_FOUND,
-           "unknown router 'nope'; known: coding-agent, support")
-    expect(stub.Route, pb.RouteRequest(router="nope", prompt="hi"), grpc.StatusCode.NOT_FOUND, "unknown router")
+    expect(
+        stub.Classify,
+        pb.ClassifyRequest(router="nope", prompt="hi"),
+        grpc.StatusCode.NOT_FOUND,
+        "unknown router 'nope'; known: coding-agent, support",
+    )
+    expect(
+        stub.Route, pb.RouteRequest(router="nope", prompt="hi"), grpc.StatusCode.NOT_FOUND, "unknown router"
+    )
     expect(stub.GetRouter, pb.GetRouterRequest(name="nope"), grpc.StatusCode.NOT_FOUND, "unknown router")
 
 
 def test_classify_batch_names_the_bad_entry(stub: pb_grpc.TaskRouterStub) -> None:
     good = pb.ClassifyRequest(router="support", prompt="refund please")
     bad = pb.ClassifyRequest(router="support", prompt="")
-    expect(stub.ClassifyBatch, pb.ClassifyBatchRequest(requests=[good, good, bad]), INVALID, "requests[2]: prompt is empty")
+    expect(
+        stub.ClassifyBatch,
+        pb.ClassifyBatchRequest(requests=[good, good, bad]),
+        INVALID,
+        "requests[2]: prompt is empty",
+    )
     expect(stub.ClassifyBatch, pb.ClassifyBatchRequest(), INVALID, "requests is empty")
-    expect(stub.ClassifyBatch, pb.ClassifyBatchRequest(requests=[good] * 513), INVALID, "at most 512 per ClassifyBatch")
+    expect(
+        stub.ClassifyBatch,
+        pb.ClassifyBatchRequest(requests=[good] * 513),
+        INVALID,
+        "at most 512 per ClassifyBatch",
+    )
 
 
 def test_the_server_answers_normally_after_all_of_that(stub: pb_grpc.TaskRouterStub) -> None:

@@ -17,13 +17,19 @@ DEFINITION = {
             "custom_task": {
                 "name": "vpn",
                 "description": "Problems connecting to the company VPN or remote network access.",
-                "examples": ["The VPN client says authentication failed", "I can't reach the intranet from home"],
+                "examples": [
+                    "The VPN client says authentication failed",
+                    "I can't reach the intranet from home",
+                ],
             },
             "models": ["gpt-4o-mini", "llama-3.1-8b-instruct"],
             "selection_policy": {"prefer": "cheapest"},
         },
         {
-            "custom_task": {"name": "printer", "description": "Printers that jam, print blank pages or go offline."},
+            "custom_task": {
+                "name": "printer",
+                "description": "Printers that jam, print blank pages or go offline.",
+            },
             "models": ["llama-3.1-8b-instruct"],
         },
     ],
@@ -76,15 +82,22 @@ def test_router_lifecycle(stub: pb_grpc.TaskRouterStub) -> None:
     [
         (lambda d: d["policies"][1]["custom_task"].update(name="vpn"), "duplicates task name 'vpn'"),
         (lambda d: d["policies"][0]["custom_task"].update(description=""), "description must be a non-empty"),
-        (lambda d: d["policies"][0].update(models=["gpt-4o", "gpt-4o-mini", "o3-mini", "deepseek-r1"]),
-         "at most 3 allowed"),
-        (lambda d: d["policies"][0].update(selection_policy={"prefer": "smartest"}), "allowed: cheapest, fastest"),
+        (
+            lambda d: d["policies"][0].update(models=["gpt-4o", "gpt-4o-mini", "o3-mini", "deepseek-r1"]),
+            "at most 3 allowed",
+        ),
+        (
+            lambda d: d["policies"][0].update(selection_policy={"prefer": "smartest"}),
+            "allowed: cheapest, fastest",
+        ),
         (lambda d: d.pop("fallback_models"), "fallback_models is missing"),
         (lambda d: d["policies"][0].update(models=["gpt-9"]), "unknown model 'gpt-9'"),
         (lambda d: d.update(name="bad name"), "is not a valid name"),
     ],
 )
-def test_malformed_definitions_are_invalid_argument(stub: pb_grpc.TaskRouterStub, mutate, phrase: str) -> None:
+def test_malformed_definitions_are_invalid_argument(
+    stub: pb_grpc.TaskRouterStub, mutate, phrase: str
+) -> None:
     import copy
 
     definition = copy.deepcopy(DEFINITION)

@@ -34,7 +34,9 @@ class SlowModel:
 
 
 def run(test: Callable[..., Any], model: SlowModel, **caps: int) -> Any:
-    cfg = BatchingSection(**{"max_batch_requests": 4, "max_batch_tokens": 1000, "max_queued_requests": 16, **caps})
+    cfg = BatchingSection(
+        **{"max_batch_requests": 4, "max_batch_tokens": 1000, "max_queued_requests": 16, **caps}
+    )
 
     async def main() -> Any:
         with ThreadPoolExecutor(1) as pool:

@@ -30,7 +30,9 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest
 
 
 def test_cross_field_check_names_both_values() -> None:
-    with pytest.raises(ValidationError, match="max_queued_requests=2 must be >= batching.max_batch_requests=4"):
+    with pytest.raises(
+        ValidationError, match="max_queued_requests=2 must be >= batching.max_batch_requests=4"
+    ):
         load_config([], batching={"max_queued_requests": 2, "max_batch_requests": 4})
 
 

@@ -34,7 +34,9 @@ def test_short_conversation_fits_whole_in_chronological_order(tokenizer: PreTrai
 
 
 def test_history_is_dropped_oldest_first_and_reported(tokenizer: PreTrainedTokenizerBase) -> None:
-    messages = [ChatMessage("user", f"old turn number {i}") for i in range(30)] + [ChatMessage("user", "latest ask")]
+    messages = [ChatMessage("user", f"old turn number {i}") for i in range(30)] + [
+        ChatMessage("user", "latest ask")
+    ]
     out = build_prompt(tokenizer, messages, 32)
     text = words(tokenizer, out.input_ids)
     assert out.truncated and out.n_tokens == 32

@@ -16,7 +16,10 @@ from server.policies import Catalog, ModelInfo, load_catalog
 from server.routers import load_router_dir, parse_router, read_router_file
 
 CATALOG = Catalog(
-    {n: ModelInfo(n, p, p, lat) for n, p, lat in [("a", 1.0, 300), ("b", 0.5, 200), ("c", 2.0, 100), ("d", 1, 1)]}
+    {
+        n: ModelInfo(n, p, p, lat)
+        for n, p, lat in [("a", 1.0, 300), ("b", 0.5, 200), ("c", 2.0, 100), ("d", 1, 1)]
+    }
 )
 GOOD: dict[str, Any] = {
     "name": "r1",
@@ -53,8 +56,10 @@ def test_shipped_catalog_and_routers_parse() -> None:
     specs = load_router_dir(DEFAULTS_DIR / "routers", catalog)
     assert {s.name for s in specs} == {"support", "coding-agent"}
     tasks = {s.name: [t.name for t in s.tasks] for s in specs}
-    assert tasks == {"support": ["classify", "customer-qa", "reasoning"],
-                     "coding-agent": ["chore", "design", "debug", "repo-qa"]}
+    assert tasks == {
+        "support": ["classify", "customer-qa", "reasoning"],
+        "coding-agent": ["chore", "design", "debug", "repo-qa"],
+    }
     assert all(t.description and t.models for s in specs for t in s.tasks)
 
 
@@ -69,13 +74,22 @@ def test_good_definition_round_trips() -> None:
     ("raw", "expected"),
     [
         (broken("policies.1.custom_task.name", "t1"), "duplicates task name 't1'"),
-        (broken("policies.0.custom_task.description", "  "), "policies[0].custom_task.description must be a non-empty"),
-        (broken("policies.0.custom_task.description", None), "policies[0].custom_task.description must be a non-empty"),
+        (
+            broken("policies.0.custom_task.description", "  "),
+            "policies[0].custom_task.description must be a non-empty",
+        ),
+        (
+            broken("policies.0.custom_task.description", None),
+            "policies[0].custom_task.description must be a non-empty",
+        ),
         (broken("policies.0.models", ["a", "b", "c", "d"]), "lists 4 models; at most 3 allowed"),
         (broken("policies.0.models", []), "policies[0].models must list 1 to 3 models"),
         (broken("policies.0.models", ["a", "zz"]), "unknown model 'zz'; known: a, b, c, d"),
         (broken("policies.0.models", ["a", "a"]), "lists a model twice"),
-        (broken("policies.1.selection_policy", {"prefer": "smartest"}), "is 'smartest'; allowed: cheapest, fastest"),
+        (
+            broken("policies.1.selection_policy", {"prefer": "smartest"}),
+            "is 'smartest'; allowed: cheapest, fastest",
+        ),
         (broken("policies.1.selection_policy", {"prefer": "cheapest", "x": 1}), "unknown keys ['x']"),
         (broken("fallback_models", None), "fallback_models is missing"),
         (broken("fallback_models", []), "fallback_models is missing"),

@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:
+#   make serve   set up .venv and start the service on the shipped checkpoint and routers
+#   make test    set up .venv (with test tools) and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Installed first and pinned: a bare `torch` would pull several GB of CUDA packages on CPU machines.
+# On a CUDA machine, point TORCH_SPEC at the CUDA build you want (any torch>=2.3 works).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install serve test proto bench lint
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(PY) -m server.main $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+# Regenerate the committed gRPC stubs in taskrouter/v1 from proto/ (a test fails when they are stale).
+proto: $(STAMP)
+	$(PY) scripts/gen_proto.py
+
+bench: $(STAMP)
+	$(PY) -m loadtests.bench_classify $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
