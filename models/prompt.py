@@ -94,8 +94,14 @@ def build_prompt(
     budget = max_tokens - len(prefix) - len(suffix)
     system, user, history = _split_turns(messages)
     max_chars = budget * _CHARS_PER_TOKEN_CAP
-    clipped = [_clip_chars(text, max_chars) for text in (system, user, *history)]
-    truncated = any(cut for _, cut in clipped)
+    # Only the newest turns that could still fit are worth tokenizing; a long chat costs no more.
+    considered, chars = 0, 0
+    while considered < len(history) and chars < max_chars:
+        chars += len(history[considered])
+        considered += 1
+    truncated = considered < len(history)
+    clipped = [_clip_chars(text, max_chars) for text in (system, user, *history[:considered])]
+    truncated |= any(cut for _, cut in clipped)
     texts = [text for text, _ in clipped]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     system_ids, user_ids, history_ids = ids[0], ids[1], ids[2:]

@@ -2,7 +2,8 @@
 
 Only the batcher's single worker thread calls `score` and `task_prototypes`, so the model is never
 run from two threads at once; `prepare` (tokenization) is pure CPU work without torch and may run
-on the event loop.
+on the event loop or another thread: every tokenizer call uses the same settings, so concurrent
+calls only read the tokenizer.
 """
 
 from __future__ import annotations
@@ -89,10 +90,10 @@ class Engine:
         return ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
 
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        batch = self.tokenizer(
-            list(texts), truncation=True, max_length=self.max_tokens, add_special_tokens=True
-        )["input_ids"]
-        return self.model.encode_tasks(*self._collate(batch))
+        # Same tokenization path as prompts: a fast tokenizer mutates shared state when truncation
+        # settings change between calls, which breaks ("Already borrowed") under concurrent use.
+        rows = [self.prepare([ChatMessage("user", text)]).input_ids for text in texts]
+        return self.model.encode_tasks(*self._collate(rows))
 
     @torch.inference_mode()
     def task_prototypes(self, tasks: Sequence[TaskText]) -> torch.Tensor:

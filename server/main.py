@@ -61,16 +61,19 @@ async def serve(cfg: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     load = asyncio.create_task(app.load())
     await asyncio.wait([load, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-    if load.done() and load.exception() is None:
+    failed = load.done() and load.exception() is not None
+    if failed:
+        log.error("start-up failed: %s", load.exception())
+    elif load.done():
         log.info("%s SERVING on %s:%d", SERVICE_NAME, cfg.server.host, port)
         await stop.wait()
-    elif load.done():
-        log.error("start-up failed: %s", load.exception())
+    else:
+        load.cancel()  # stopped while still loading
     log.info("shutting down: NOT_SERVING, finishing in-flight requests (up to %.0fs)", GRACE_S)
     await app.set_serving(False)
     await server.stop(GRACE_S)
     await app.stop()
-    if load.done() and load.exception() is not None:
+    if failed:
         raise SystemExit(1)
 
 

@@ -83,3 +83,19 @@ def test_sigterm_stops_cleanly(cli_server: Served) -> None:
     assert proc.wait(timeout=60) == 0
     drain.join(10)  # the log is read to its end
     assert any("shutting down" in line for line in log)
+
+
+def test_a_broken_router_file_stops_start_up_naming_file_and_field(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "name: broken\npolicies:\n  - custom_task: {name: t, description: ''}\n    models: [gpt-4o-mini]\n"
+        "fallback_models: [gpt-4o-mini]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "server.main", "--port", "0", "--routers-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "bad.yaml" in result.stderr and "policies[0].custom_task.description" in result.stderr

@@ -127,3 +127,15 @@ def test_update_of_unknown_router_is_not_found(stub: pb_grpc.TaskRouterStub) -> 
     with pytest.raises(grpc.RpcError) as info:
         stub.UpdateRouter(pb.UpdateRouterRequest(router=router({**DEFINITION, "name": "ghost"})))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_create_while_classifying_disturbs_nobody(stub: pb_grpc.TaskRouterStub) -> None:
+    request = pb.ClassifyRequest(router="support", prompt="How do I cancel my subscription?")
+    futures = [stub.Classify.future(request) for _ in range(32)]
+    definition = {**DEFINITION, "name": "concurrent-test"}
+    created = stub.CreateRouter.future(pb.CreateRouterRequest(router=router(definition)))
+    try:
+        assert created.result(timeout=60).version == 1
+        assert {f.result(timeout=60).task for f in futures} == {"customer-qa"}
+    finally:
+        stub.DeleteRouter(pb.DeleteRouterRequest(name="concurrent-test"))

@@ -66,3 +66,13 @@ def test_megabyte_prompt_is_clipped_before_tokenizing(tokenizer: PreTrainedToken
 def test_system_prompt_alone_may_use_the_whole_budget(tokenizer: PreTrainedTokenizerBase) -> None:
     out = build_prompt(tokenizer, [ChatMessage("system", "word " * 40)], 64)
     assert not out.truncated and out.n_tokens == 42
+
+
+def test_long_chat_tokenizes_only_the_turns_that_can_fit(tokenizer: PreTrainedTokenizerBase) -> None:
+    history = [
+        ChatMessage("user" if i % 2 else "assistant", f"turn {i} " + "filler " * 300) for i in range(1000)
+    ]
+    out = build_prompt(tokenizer, [*history, ChatMessage("user", "what is the status of my order?")], 64)
+    text = words(tokenizer, out.input_ids)
+    assert out.truncated and out.n_tokens == 64 and text.endswith("what is the status of my order?")
+    assert "turn 999" in text and "turn 998" not in text
