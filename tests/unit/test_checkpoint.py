@@ -64,3 +64,20 @@ def test_prototypes_mix_description_and_examples(shipped: tuple[TaskClassifier, 
     expected = torch.nn.functional.normalize(torch.tensor([[w, 1 - w]]), dim=-1)
     assert torch.allclose(proto, expected)
     assert torch.equal(model.task_prototypes(description, [None]), description)
+
+
+def test_encoder_sources_packaged_local_path_and_hub_name(tmp_path: Path) -> None:
+    from models.encoder import load_encoder, resolve_encoder_source
+
+    packaged = resolve_encoder_source("packaged:all-MiniLM-L6-v2")
+    assert Path(packaged, "config.json").is_file()
+    encoder, tokenizer = load_encoder(packaged)  # a plain local directory loads the same way
+    assert encoder.dim == 384 and tokenizer("hi")["input_ids"]
+    assert (
+        resolve_encoder_source("sentence-transformers/all-MiniLM-L6-v2")
+        == "sentence-transformers/all-MiniLM-L6-v2"
+    )
+    with pytest.raises(ValueError, match="unknown packaged encoder 'nope'; known: all-MiniLM-L6-v2"):
+        resolve_encoder_source("packaged:nope")
+    with pytest.raises(ValueError, match="is not a checkpoint"):
+        load_checkpoint(tmp_path)
