@@ -29,14 +29,19 @@ WEIGHTS_FILE = "weights.safetensors"
 
 
 def load_checkpoint(
-    path: str | Path,
+    path: str | Path, **overrides: Any
 ) -> tuple[TaskClassifier, PreTrainedTokenizerBase, dict[str, Any]]:
-    """Rebuild (classifier in eval mode, tokenizer, metadata) from a checkpoint directory."""
+    """Rebuild (classifier in eval mode, tokenizer, metadata) from a checkpoint directory.
+
+    `overrides` replace config fields first (training uses it to add experts to a checkpoint
+    that has none); stored tensors the new architecture lacks are an error, missing ones keep
+    their fresh initialisation.
+    """
     directory = Path(path)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
         raise ValueError(f"{directory} is not a checkpoint: it has no {CONFIG_FILE}")
-    config = ClassifierConfig.from_dict(json.loads(config_path.read_text()))
+    config = ClassifierConfig.from_dict({**json.loads(config_path.read_text()), **overrides})
     encoder, tokenizer = load_encoder(config.encoder)
     model = TaskClassifier(encoder, config)
     weights = directory / WEIGHTS_FILE
@@ -49,6 +54,15 @@ def load_checkpoint(
     metadata_path = directory / METADATA_FILE
     metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
     return model.eval(), tokenizer, metadata
+
+
+def base_state(encoder: str) -> dict[str, torch.Tensor]:
+    """The packaged/pretrained weights a checkpoint is stored as a difference from."""
+    base, _ = load_encoder(encoder)
+    return {
+        k: v.detach().clone()
+        for k, v in TaskClassifier(base, ClassifierConfig(encoder=encoder)).state_dict().items()
+    }
 
 
 def save_checkpoint(

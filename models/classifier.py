@@ -14,29 +14,72 @@ from torch import nn
 
 from models.config import ClassifierConfig
 from models.encoder import SentenceEncoder
+from models.moe import MoEFeedForward, upcycle
 
 
 class TaskClassifier(nn.Module):
+    """With `config.moe_layers` set, the named encoder layers carry a mixture of experts (moe.py);
+    without, it is the plain encoder. Both sides (prompts, task texts) share all weights."""
+
     def __init__(self, encoder: SentenceEncoder, config: ClassifierConfig) -> None:
         super().__init__()
         self.encoder = encoder
         self.config = config
+        self.moe_layers: list[MoEFeedForward] = []
+        if config.moe_layers:
+            self.moe_layers = upcycle(
+                encoder.transformer, config.moe_layers, config.num_experts, config.top_k, config.expert_rank
+            )
 
     @property
     def dim(self) -> int:
         return self.encoder.dim
 
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        for moe in self.moe_layers:  # experts route real tokens only
+            moe.token_mask = attention_mask
+        try:
+            return self.encoder(input_ids, attention_mask)
+        finally:
+            for moe in self.moe_layers:
+                moe.token_mask = None
+
     def encode_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings [B, D] of user requests."""
-        return self.encoder(input_ids, attention_mask)
+        return self._encode(input_ids, attention_mask)
 
     def encode_tasks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings [B, D] of task descriptions and task examples.
 
-        Separate from encode_prompts because a trained classifier may treat the two sides
-        differently (asymmetric heads or experts); the base encoder treats them alike.
+        Separate from encode_prompts so that a classifier may treat the two sides differently;
+        this one shares every weight between them.
         """
-        return self.encoder(input_ids, attention_mask)
+        return self._encode(input_ids, attention_mask)
+
+    def forward(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        task_ids: torch.Tensor,
+        task_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One training step's encoding: (prompt embeddings, task embeddings, balancing loss).
+
+        A single forward for both sides, so DistributedDataParallel sees (and syncs) every use.
+        """
+        prompts = self.encode_prompts(prompt_ids, prompt_mask)
+        tasks = self.encode_tasks(task_ids, task_mask)
+        return prompts, tasks, self.aux_loss().to(prompts.device)
+
+    def aux_loss(self) -> torch.Tensor:
+        """Mean load-balancing loss of the MoE layers over the forwards since the last call
+        (1.0 = perfectly balanced), and clears them; zero without experts."""
+        losses = [loss for moe in self.moe_layers for loss in moe.aux_losses]
+        for moe in self.moe_layers:
+            moe.aux_losses = []
+        if not losses:
+            return torch.zeros(())
+        return torch.stack(losses).mean()
 
     def task_prototypes(
         self, descriptions: torch.Tensor, examples: list[torch.Tensor | None]

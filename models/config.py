@@ -24,8 +24,19 @@ class ClassifierConfig:
     # Weight of the description against the mean of the task's examples in the task prototype;
     # examples look like prompts, so they carry most of the weight when a task has them.
     description_weight: float = 0.25
+    # Encoder layers whose feed-forward block becomes a mixture of low-rank experts (see moe.py);
+    # empty = the plain encoder. Negative indices count from the top.
+    moe_layers: tuple[int, ...] = ()
+    num_experts: int = 4
+    top_k: int = 2
+    expert_rank: int = 16
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "moe_layers", tuple(self.moe_layers))  # JSON gives a list
+        if self.moe_layers and not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}]")
+        if self.moe_layers and self.expert_rank < 1:
+            raise ValueError(f"expert_rank={self.expert_rank} must be >= 1")
         if self.max_seq_len < 8:
             raise ValueError(f"max_seq_len={self.max_seq_len} leaves no room for a prompt; use >= 8")
         if self.temperature <= 0:

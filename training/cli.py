@@ -1,0 +1,176 @@
+"""Command line for training and evaluation. Nothing runs at import.
+
+    python -m training.cli train    --sets banking77 hwu64 snips mmlu p3_task_types llm_task_types --out DIR
+    python -m training.cli retrain  --tasks tasks.json --data labelled.jsonl --out DIR
+    python -m training.cli evaluate --checkpoint DIR --tasks tasks.json --data labelled.jsonl [--shots 5]
+    python -m training.cli evaluate --checkpoint DIR --set banking77_oos --report reports/b77oos
+    torchrun --nproc_per_node 2 -m training.cli train ...      # data-parallel (DDP)
+
+Data set names are folders of ../shared/data or `llm_task_types` (the project's own prompts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from models import load_checkpoint, save_checkpoint
+from models.checkpoint import base_state
+from training.data import Taxonomy, load_taxonomies, read_labelled, read_tasks
+from training.evaluate import metrics, pick_threshold, score
+from training.train import TrainConfig, _distributed, train
+
+log = logging.getLogger(__name__)
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    for f in fields(TrainConfig):
+        if f.name in ("extra", "moe_layers", "init"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=None)
+    parser.add_argument("--moe-layers", type=int, nargs="*", default=None, help="encoder layers with experts")
+    parser.add_argument("--init", default=None, help="checkpoint to start from (default: the shipped one)")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+
+
+def _train_config(args: argparse.Namespace, extra: dict[str, Any]) -> TrainConfig:
+    values = {
+        f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
+    }
+    if "moe_layers" in values:
+        values["moe_layers"] = tuple(values["moe_layers"])
+    return replace(TrainConfig(), **values, extra=extra)
+
+
+def _file_taxonomy(tasks: Path, data: Path, name: str) -> Taxonomy:
+    task_list = read_tasks(tasks)
+    return Taxonomy(name, task_list, read_labelled(data, [t.name for t in task_list], val_share=0.1))
+
+
+def _fit_and_save(cfg: TrainConfig, sets: list[Taxonomy], out: Path) -> dict[str, Any]:
+    model, _, summary = train(cfg, sets)
+    if _distributed()[0] != 0:
+        return summary
+    model.config = replace(model.config, threshold=round(summary["threshold"], 4))
+    metadata = {
+        "trained_on": [t.name for t in sets],
+        "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"} | cfg.extra,
+        "summary": {k: v for k, v in summary.items() if k != "history"},
+        "history": summary["history"],
+    }
+    save_checkpoint(model, out, metadata, base_state=base_state(model.config.encoder))
+    print(
+        f"saved {out}: best val {summary['best_val_mean']:.4f} at step {summary['best_step']} "
+        f"of {summary['steps']}, threshold {summary['threshold']:.3f} ({summary['threshold_source']}), "
+        f"{summary['seconds']}s"
+    )
+    return summary
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    sets = load_taxonomies(args.sets)
+    _fit_and_save(_train_config(args, {"sets": args.sets}), sets, args.out)
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    taxonomy = _file_taxonomy(args.tasks, args.data, args.name)
+    cfg = _train_config(args, {"tasks": str(args.tasks), "data": str(args.data)})
+    _fit_and_save(cfg, [taxonomy], args.out)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from training.report import write_report
+
+    model, tokenizer, metadata = load_checkpoint(args.checkpoint)
+    taxonomy = (
+        load_taxonomies([args.set])[0] if args.set else _file_taxonomy(args.tasks, args.data, args.data.stem)
+    )
+    threshold, how = model.config.threshold, "checkpoint"
+    if args.calibrate and taxonomy.has_split("val"):
+        threshold, how = pick_threshold([score(model, tokenizer, taxonomy, "val", args.shots)])
+    scored = score(model, tokenizer, taxonomy, args.split, args.shots)
+    report = metrics(scored, threshold, model.config.temperature)
+    report |= {
+        "checkpoint": str(args.checkpoint),
+        "taxonomy": taxonomy.name,
+        "split": args.split,
+        "shots": args.shots,
+        "threshold_source": how,
+    }
+    summary = {
+        k: report[k]
+        for k in ("accuracy", "closed_set_accuracy", "macro_f1", "ece")
+        if report.get(k) is not None
+    }
+    for key in ("fallback_precision", "fallback_recall", "fallback_auroc"):
+        if key in report:
+            summary[key] = report[key]
+    print(
+        json.dumps(
+            {
+                "taxonomy": taxonomy.name,
+                "split": args.split,
+                "threshold": round(threshold, 4),
+                **{k: round(v, 4) for k, v in summary.items()},
+            },
+            indent=2,
+        )
+    )
+    if args.report:
+        write_report(report, args.report)
+        print(f"report: {args.report}/report.md")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m training.cli", description=__doc__.splitlines()[0])
+    sub = root.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train on several taxonomies (prompts to descriptions in general)")
+    p.add_argument("--sets", nargs="+", required=True)
+    _add_train_flags(p)
+    p.set_defaults(run=cmd_train)
+    p = sub.add_parser("retrain", help="train on a new taxonomy: task file + labelled JSONL")
+    p.add_argument(
+        "--tasks", type=Path, required=True, help="JSON/YAML list of {name, description, examples?}"
+    )
+    p.add_argument("--data", type=Path, required=True, help='JSONL rows {"text", "label"}')
+    p.add_argument("--name", default="custom")
+    _add_train_flags(p)
+    p.set_defaults(run=cmd_retrain)
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a taxonomy")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--set", help="a data set name (instead of --tasks/--data)")
+    p.add_argument("--tasks", type=Path)
+    p.add_argument("--data", type=Path)
+    p.add_argument("--split", default="test")
+    p.add_argument("--shots", type=int, default=0, help="train prompts per task used as task examples")
+    p.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pick the threshold on the val split (default) instead of the checkpoint's",
+    )
+    p.add_argument("--report", type=Path, help="write report.json, report.md and plots here")
+    p.set_defaults(run=cmd_evaluate)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    if args.command == "evaluate" and not args.set and not (args.tasks and args.data):
+        parser().error("evaluate needs --set, or --tasks and --data")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""Contrastive training that teaches the classifier to match prompts to task descriptions in general.
+
+Each step draws prompts from many taxonomies at once. A prompt's candidates are its own task's
+description (the positive), hard negatives (the descriptions of its own taxonomy most similar to
+the positive, by the base encoder) and every other candidate in the batch (in-batch negatives);
+candidates from other taxonomies that say nearly the same thing as the positive are masked, since
+"weather_query" and "GetWeather" are not really negatives. Loss: cross-entropy over the candidates
+at a fixed scale, plus the experts' load-balancing loss. Validation is zero-shot accuracy on the
+validation splits (descriptions only); training stops early when it stops improving, and the best
+state is kept. Seeded and reproducible; `torchrun --nproc_per_node N -m training.cli train ...`
+runs it data-parallel with DistributedDataParallel (NCCL on CUDA, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from models import DEFAULT_CHECKPOINT, TaskClassifier, load_checkpoint
+from training.data import Taxonomy, ensure_val_split
+from training.encode import as_user, collate, embed, token_rows
+from training.evaluate import pick_threshold, score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Architecture: experts in the FFN of these encoder layers (() = no experts: the dense ablation
+    # then trains a single always-on low-rank adapter, see `dense_adapter`).
+    moe_layers: tuple[int, ...] = (3, 4, 5)
+    num_experts: int = 4
+    top_k: int = 2
+    expert_rank: int = 16
+    # The no-experts ablation: one expert, always used, rank expert_rank * top_k (same active size).
+    dense_adapter: bool = False
+    # Fine-tune the pretrained weights too (best for retraining on one taxonomy; the checkpoint
+    # then stores them). Off: only gates and experts train, and the checkpoint stays a few MB.
+    train_base: bool = False
+    init: str = str(DEFAULT_CHECKPOINT)
+    lr: float = 1e-3
+    base_lr: float = 3e-5
+    batch_size: int = 32
+    hard_negatives: int = 4
+    max_steps: int = 1000
+    warmup_steps: int = 50
+    eval_every: int = 100
+    patience: int = 4
+    aux_weight: float = 0.01
+    scale: float = 20.0  # 1 / temperature of the contrastive softmax
+    max_len: int = 64  # prompt tokens during training; descriptions and most prompts are shorter
+    max_per_task: int = 300  # caps big taxonomies so that small ones are not drowned
+    val_limit: int = 600  # validation rows per taxonomy
+    cross_taxonomy_mask: float = 0.7  # mask other-taxonomy candidates this similar to the positive
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in the checkpoint metadata
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when run plainly."""
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def build_model(cfg: TrainConfig) -> tuple[TaskClassifier, PreTrainedTokenizerBase]:
+    if cfg.dense_adapter:
+        arch = {
+            "moe_layers": cfg.moe_layers,
+            "num_experts": 1,
+            "top_k": 1,
+            "expert_rank": cfg.expert_rank * cfg.top_k,
+        }
+    else:
+        arch = {
+            "moe_layers": cfg.moe_layers,
+            "num_experts": cfg.num_experts,
+            "top_k": cfg.top_k,
+            "expert_rank": cfg.expert_rank,
+        }
+    model, tokenizer, _ = load_checkpoint(cfg.init, **arch)
+    for name, param in model.named_parameters():
+        param.requires_grad = cfg.train_base or ".gate." in name or ".experts." in name
+    return model, tokenizer
+
+
+class _Sampler:
+    """Draws batches: taxonomies in proportion to the square root of their size, then prompts."""
+
+    def __init__(
+        self,
+        taxonomies: list[Taxonomy],
+        tokenizer: PreTrainedTokenizerBase,
+        cfg: TrainConfig,
+        rng: random.Random,
+        hard: list[list[list[int]]],
+    ) -> None:
+        self.rng = rng
+        self.cfg = cfg
+        self.hard = hard
+        self.rows: list[list[tuple[list[int], int]]] = []
+        for taxonomy in taxonomies:
+            index = {name: i for i, name in enumerate(taxonomy.task_names)}
+            by_task: dict[str, list] = {}
+            for row in taxonomy.rows("train", with_fallback=False):
+                by_task.setdefault(row.label, []).append(row)
+            chosen = [
+                r for rows in by_task.values() for r in rng.sample(rows, min(len(rows), cfg.max_per_task))
+            ]
+            ids = token_rows(tokenizer, [r.messages for r in chosen], cfg.max_len)
+            self.rows.append([(i, index[r.label]) for i, r in zip(ids, chosen, strict=True)])
+        sizes = np.array([math.sqrt(len(r)) for r in self.rows])
+        self.weights = (sizes / sizes.sum()).tolist()
+
+    def batch(self) -> tuple[list[list[int]], list[tuple[int, int]], list[list[tuple[int, int]]]]:
+        """(prompt token rows, positive (taxonomy, task) per prompt, hard negatives per prompt)."""
+        picks = self.rng.choices(range(len(self.rows)), weights=self.weights, k=self.cfg.batch_size)
+        prompts, positives, negatives = [], [], []
+        for t in picks:
+            ids, task = self.rng.choice(self.rows[t])
+            pool = self.hard[t][task][: 2 * self.cfg.hard_negatives]
+            prompts.append(ids)
+            positives.append((t, task))
+            negatives.append([(t, j) for j in self.rng.sample(pool, min(len(pool), self.cfg.hard_negatives))])
+        return prompts, positives, negatives
+
+
+def _hard_negatives(base_emb: list[torch.Tensor]) -> list[list[list[int]]]:
+    """For each taxonomy and task, the other tasks ordered from most to least similar description."""
+    out = []
+    for emb in base_emb:
+        sims = emb @ emb.T
+        sims.fill_diagonal_(-2.0)
+        out.append(sims.argsort(dim=1, descending=True)[:, :-1].tolist())
+    return out
+
+
+def _validate(
+    model: TaskClassifier, tokenizer: PreTrainedTokenizerBase, sets: list[Taxonomy], cfg: TrainConfig
+) -> dict[str, float]:
+    model.eval()
+    result = {}
+    for taxonomy in sets:
+        scored = score(model, tokenizer, taxonomy, "val", limit=cfg.val_limit, seed=cfg.seed)
+        inside = [i for i, label in enumerate(scored.labels) if label != "fallback"]
+        best = scored.sims[inside].argmax(axis=1)
+        result[taxonomy.name] = float(
+            np.mean([scored.tasks[b] == scored.labels[i] for b, i in zip(best, inside, strict=True)])
+        )
+    model.train()
+    return result
+
+
+def train(
+    cfg: TrainConfig, train_sets: list[Taxonomy], val_sets: list[Taxonomy] | None = None
+) -> tuple[TaskClassifier, PreTrainedTokenizerBase, dict[str, Any]]:
+    """Train and return (best model, tokenizer, summary); only rank 0's summary is complete."""
+    rank, world, local_rank = _distributed()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    seed_everything(cfg.seed)
+    rng = random.Random(cfg.seed + rank)  # each rank draws its own batches
+    device = torch.device(
+        f"cuda:{local_rank}"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    train_sets = [ensure_val_split(t) for t in train_sets]
+    val_sets = [ensure_val_split(t) for t in (val_sets or train_sets)]
+
+    model, tokenizer = build_model(cfg)
+    model.to(device)
+    # Hard negatives and the cross-taxonomy mask come from the starting model's view of descriptions.
+    model.eval()
+    start_emb = [
+        embed(model, tokenizer, as_user([t.description for t in tax.tasks]), side="task")
+        for tax in train_sets
+    ]
+    model.train()
+    hard = _hard_negatives(start_emb)
+    all_emb = torch.cat(start_emb)
+    offsets = np.cumsum([0] + [len(e) for e in start_emb]).tolist()
+    cross_sim = (all_emb @ all_emb.T).cpu()
+    desc_rows = [
+        token_rows(tokenizer, as_user([t.description for t in tax.tasks]), cfg.max_len) for tax in train_sets
+    ]
+    sampler = _Sampler(train_sets, tokenizer, cfg, rng, hard)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    adapter = [
+        p for n, p in model.named_parameters() if p.requires_grad and (".gate." in n or ".experts." in n)
+    ]
+    base = [
+        p for n, p in model.named_parameters() if p.requires_grad and not (".gate." in n or ".experts." in n)
+    ]
+    optimizer = torch.optim.AdamW(
+        [{"params": adapter, "lr": cfg.lr}, {"params": base, "lr": cfg.base_lr}], weight_decay=0.01
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (
+            min(1.0, (step + 1) / cfg.warmup_steps)
+            * max(0.0, 0.5 * (1 + math.cos(math.pi * min(step, cfg.max_steps) / cfg.max_steps)))
+        ),
+    )
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    pad = tokenizer.pad_token_id or 0
+
+    history: list[dict[str, Any]] = []
+    best_score, best_state, best_step, stale = -1.0, None, 0, 0
+    started = time.perf_counter()
+    if rank == 0:
+        initial = _validate(model, tokenizer, val_sets, cfg)
+        best_score, best_state = (
+            float(np.mean(list(initial.values()))),
+            {k: v.detach().clone() for k, v in model.state_dict().items()},
+        )
+        history.append({"step": 0, "val": initial, "val_mean": best_score})
+    bar = tqdm(total=cfg.max_steps, desc="train", disable=not cfg.progress or rank != 0)
+    losses: list[float] = []
+    aux_losses: list[float] = []
+    step = 0
+    for step in range(1, cfg.max_steps + 1):
+        prompts, positives, negatives = sampler.batch()
+        columns: dict[tuple[int, int], int] = {}
+        for pair in positives + [n for negs in negatives for n in negs]:
+            columns.setdefault(pair, len(columns))
+        cand = list(columns)
+        p_ids, p_mask = collate(prompts, pad, device)
+        t_ids, t_mask = collate([desc_rows[t][j] for t, j in cand], pad, device)
+        p_emb, t_emb, aux = net(p_ids, p_mask, t_ids, t_mask)
+        logits = cfg.scale * p_emb @ t_emb.T
+        global_pos = torch.tensor([offsets[t] + j for t, j in positives])
+        global_cand = torch.tensor([offsets[t] + j for t, j in cand])
+        same_tax = torch.tensor([[t == ct for ct, _ in cand] for t, _ in positives])
+        near = cross_sim[global_pos][:, global_cand] > cfg.cross_taxonomy_mask
+        target = torch.tensor([columns[p] for p in positives])
+        mask = (near & ~same_tax).to(device)
+        mask[torch.arange(len(positives)), target] = False
+        logits = logits.masked_fill(mask, float("-inf"))
+        loss = nn.functional.cross_entropy(logits, target.to(device))
+        total = loss + cfg.aux_weight * aux
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        aux_losses.append(float(aux.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", aux=f"{np.mean(aux_losses[-20:]):.3f}")
+
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            stop = torch.zeros(1)
+            if rank == 0:
+                val = _validate(model, tokenizer, val_sets, cfg)
+                mean = float(np.mean(list(val.values())))
+                history.append(
+                    {
+                        "step": step,
+                        "loss": float(np.mean(losses[-cfg.eval_every :])),
+                        "val": val,
+                        "val_mean": mean,
+                    }
+                )
+                bar.write(
+                    f"step {step}: loss {history[-1]['loss']:.3f}  val {mean:.4f}  "
+                    + "  ".join(f"{k} {v:.3f}" for k, v in val.items())
+                )
+                if mean > best_score:
+                    best_score, best_step, stale = mean, step, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    stale += 1
+                stop[0] = float(stale >= cfg.patience)
+            if world > 1:
+                dist.broadcast(stop, src=0)
+            if stop.item():
+                break
+    bar.close()
+    summary: dict[str, Any] = {}
+    if rank == 0:
+        assert best_state is not None
+        model.load_state_dict(best_state)
+        model.eval()
+        threshold, how = pick_threshold(
+            [score(model, tokenizer, t, "val", limit=cfg.val_limit, seed=cfg.seed) for t in val_sets]
+        )
+        summary = {
+            "steps": step,
+            "best_step": best_step,
+            "best_val_mean": best_score,
+            "history": history,
+            "threshold": threshold,
+            "threshold_source": how,
+            "seconds": round(time.perf_counter() - started, 1),
+            "trainable_parameters": sum(p.numel() for p in trainable),
+            "expert_usage": [m.last_counts.tolist() for m in model.moe_layers if m.last_counts is not None],
+        }
+    if world > 1:
+        dist.barrier()
+    return model, tokenizer, summary
