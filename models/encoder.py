@@ -59,4 +59,7 @@ def load_encoder(source: str) -> tuple[SentenceEncoder, PreTrainedTokenizerBase]
         transformer = AutoModel.from_pretrained(resolved)
     except OSError as exc:
         raise ValueError(f"cannot load encoder {source!r} (resolved to {resolved!r}): {exc}") from exc
+    # prompt.py cuts every input to the model's budget itself; this silences the tokenizer's
+    # "sequence longer than the maximum" warning for the (already clipped) long texts it sees.
+    tokenizer.model_max_length = 1 << 30
     return SentenceEncoder(transformer).eval(), tokenizer

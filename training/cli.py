@@ -4,6 +4,7 @@
     python -m training.cli retrain  --tasks tasks.json --data labelled.jsonl --out DIR
     python -m training.cli evaluate --checkpoint DIR --tasks tasks.json --data labelled.jsonl [--shots 5]
     python -m training.cli evaluate --checkpoint DIR --set banking77_oos --report reports/b77oos
+    python -m training.cli loto     --out runs/loto            # leave-one-taxonomy-out table
     torchrun --nproc_per_node 2 -m training.cli train ...      # data-parallel (DDP)
 
 Data set names are folders of ../shared/data or `llm_task_types` (the project's own prompts).
@@ -131,6 +132,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"report: {args.report}/report.md")
 
 
+def cmd_loto(args: argparse.Namespace) -> None:
+    from training.loto import PUBLIC, run
+
+    run(_train_config(args, {}), args.out, tuple(args.holdout or PUBLIC), args.shots)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m training.cli", description=__doc__.splitlines()[0])
     sub = root.add_subparsers(dest="command", required=True)
@@ -161,6 +168,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--report", type=Path, help="write report.json, report.md and plots here")
     p.set_defaults(run=cmd_evaluate)
+    p = sub.add_parser("loto", help="leave-one-taxonomy-out table: plain vs no-experts vs MoE (+ examples)")
+    p.add_argument("--holdout", nargs="*", help="sets to hold out (default: every public set)")
+    p.add_argument("--shots", type=int, default=5)
+    _add_train_flags(p)
+    p.set_defaults(run=cmd_loto)
     return root
 
 

@@ -96,7 +96,8 @@ def read_labelled(
     """JSONL rows {"text" | "messages", "label", "split"?}; rows without a split get a hash split."""
     allowed = set(known) | {FALLBACK}
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    # split("\n"), not splitlines(): texts may hold U+2028 and friends, which JSON leaves unescaped.
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
         if not line.strip():
             continue
         row = json.loads(line)

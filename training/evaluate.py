@@ -89,7 +89,9 @@ def pick_threshold(val: list[Scored]) -> tuple[float, str]:
     fallback = np.concatenate([np.array(s.labels) == FALLBACK for s in val])
     correct = np.concatenate([np.array([s.tasks[i] for i in s.best()[1]]) == np.array(s.labels) for s in val])
     if fallback.any() and (~fallback).any():
-        candidates = np.unique(np.concatenate([best, [best.min() - 1e-6, best.max() + 1e-6]]))
+        # Midpoints between neighbouring scores (and both ends): a threshold never sits on a sample.
+        values = np.unique(best)
+        candidates = np.concatenate([[values[0] - 1e-3], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-3]])
         right = [((best >= t) & correct).sum() + ((best < t) & fallback).sum() for t in candidates]
         return float(candidates[int(np.argmax(right))]), "max accuracy on val with fallback rows"
     return float(

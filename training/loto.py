@@ -1,0 +1,81 @@
+"""Leave-one-taxonomy-out: for each public set, train on the others and evaluate zero-shot on it.
+
+    python -m training.cli loto --out runs/loto [--holdout hwu64 snips] [--max-steps 1500]
+
+For each held-out set it trains the MoE classifier and the no-experts ablation (one always-on
+adapter with the same active size) on every other set plus the project's LLM task-type prompts,
+then reports closed-set test accuracy of: the plain encoder (descriptions only), the ablation, the
+MoE classifier, the plain encoder's prototype of description + 5 examples, and the MoE + 5 examples.
+banking77 and banking77_oos share their prompts, so they are held out together.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from models.checkpoint import base_state
+from training.data import load_taxonomies
+from training.evaluate import Scored, score
+from training.train import TrainConfig, train
+
+PUBLIC = ("banking77", "hwu64", "snips", "mmlu", "p3_task_types")
+SAME_PROMPTS = {"banking77": ("banking77", "banking77_oos")}
+ALWAYS = ("llm_task_types",)
+
+
+def closed_accuracy(scored: Scored) -> float:
+    inside = [i for i, label in enumerate(scored.labels) if label != "fallback"]
+    best = scored.sims[inside].argmax(axis=1)
+    return float(np.mean([scored.tasks[b] == scored.labels[i] for b, i in zip(best, inside, strict=True)]))
+
+
+def run(cfg: TrainConfig, out: Path, holdouts: tuple[str, ...] = PUBLIC, shots: int = 5) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    plain, plain_tok, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+    results: dict[str, Any] = {}
+    for held in holdouts:
+        excluded = SAME_PROMPTS.get(held, (held,))
+        train_names = [n for n in (*PUBLIC, "banking77_oos") if n not in excluded and n != "banking77_oos"]
+        sets = load_taxonomies([*train_names, *ALWAYS])
+        target = load_taxonomies([held])[0]
+        row: dict[str, Any] = {"trained_on": [s.name for s in sets]}
+        row["plain"] = closed_accuracy(score(plain, plain_tok, target, "test"))
+        row["plain+5"] = closed_accuracy(score(plain, plain_tok, target, "test", shots=shots))
+        for name, variant in (("dense", replace(cfg, dense_adapter=True)), ("moe", cfg)):
+            model, tokenizer, summary = train(variant, sets)
+            save_checkpoint(
+                model,
+                out / f"{held}-{name}",
+                {"summary": summary},
+                base_state=base_state(model.config.encoder),
+            )
+            row[name] = closed_accuracy(score(model, tokenizer, target, "test"))
+            row[f"{name}_best_step"] = summary["best_step"]
+            if name == "moe":
+                row["moe+5"] = closed_accuracy(score(model, tokenizer, target, "test", shots=shots))
+        results[held] = row
+        (out / "loto.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(table(results), flush=True)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    columns = ["plain", "dense", "moe", "plain+5", "moe+5"]
+    lines = [
+        "| held-out set | plain encoder | no-experts ablation | MoE | plain + 5 ex. | MoE + 5 ex. |",
+        "|---|---|---|---|---|---|",
+    ]
+    for held, row in results.items():
+        lines.append(
+            f"| {held} | " + " | ".join(f"{row[c]:.3f}" if c in row else "-" for c in columns) + " |"
+        )
+    if results:
+        means = [np.mean([r[c] for r in results.values() if c in r]) for c in columns]
+        lines.append("| **mean** | " + " | ".join(f"**{m:.3f}**" for m in means) + " |")
+    return "\n".join(lines)
