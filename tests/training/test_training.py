@@ -158,3 +158,22 @@ def test_retrain_with_two_ddp_processes_then_evaluate(tiny: tuple[Path, Path], t
     assert report["rows"] > 0 and 0 <= report["accuracy"] <= 1 and "macro_f1" in report
     assert (tmp_path / "report" / "confusion.png").stat().st_size > 1000
     assert (tmp_path / "report" / "reliability.png").stat().st_size > 1000
+
+
+def test_the_server_serves_a_trained_moe_checkpoint(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    from taskrouter.v1 import taskrouter_pb2 as pb
+    from tests.conftest import ServerThread, make_config
+
+    checkpoint, data = tiny
+    model, _, _ = train(config(checkpoint, max_steps=4, eval_every=4), [load_dataset_dir(data)])
+    save_checkpoint(model, tmp_path / "moe", {}, base_state=base_state(model.config.encoder))
+    thread = ServerThread(make_config(model={"checkpoint": str(tmp_path / "moe")})).load()
+    try:
+        assert thread.app.engine.model.moe_layers  # the experts are live behind the same interface
+        response = thread.stub.Classify(pb.ClassifyRequest(router="support", prompt="refund my order"))
+        assert (
+            response.task in {"classify", "customer-qa", "reasoning", "fallback"}
+            and len(response.scores) == 3
+        )
+    finally:
+        thread.stop()
