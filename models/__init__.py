@@ -7,7 +7,7 @@ directory; `build_prompt` turns chat messages into encoder input within a token 
 from models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from models.classifier import TaskClassifier, match_probabilities
 from models.config import ClassifierConfig
-from models.prompt import ALLOWED_ROLES, ChatMessage, PromptInput, build_prompt
+from models.prompt import ALLOWED_ROLES, ChatMessage, PromptInput, build_prompt, pad_batch
 
 __all__ = [
     "ALLOWED_ROLES",
@@ -19,5 +19,6 @@ __all__ = [
     "build_prompt",
     "load_checkpoint",
     "match_probabilities",
+    "pad_batch",
     "save_checkpoint",
 ]

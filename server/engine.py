@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from models import DEFAULT_CHECKPOINT, ChatMessage, PromptInput, TaskClassifier, build_prompt, load_checkpoint
+from models import (
+    DEFAULT_CHECKPOINT,
+    ChatMessage,
+    PromptInput,
+    TaskClassifier,
+    build_prompt,
+    load_checkpoint,
+    pad_batch,
+)
 from server.config import ModelSection
 
 log = logging.getLogger(__name__)
@@ -81,12 +89,7 @@ class Engine:
         return build_prompt(self.tokenizer, messages, self.max_tokens)
 
     def _collate(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
+        ids, mask = pad_batch(rows, self.pad_id)
         return ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
 
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:

@@ -7,18 +7,13 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from models import ChatMessage, TaskClassifier, build_prompt
+from models import ChatMessage, TaskClassifier, build_prompt, pad_batch
 
 
 def collate(
     rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
+    ids, mask = pad_batch(rows, pad_id)
     return ids.to(device), mask.to(device)
 
 

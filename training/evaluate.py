@@ -31,6 +31,14 @@ class Scored:
     def best(self) -> tuple[np.ndarray, np.ndarray]:
         return self.sims.max(axis=1), self.sims.argmax(axis=1)
 
+    def closed_accuracy(self) -> float:
+        """Accuracy of the best task on in-scope rows, ignoring the threshold (zero-shot matching)."""
+        _, index = self.best()
+        hits = [
+            self.tasks[i] == label for i, label in zip(index, self.labels, strict=True) if label != FALLBACK
+        ]
+        return float(np.mean(hits)) if hits else float("nan")
+
     def predict(self, threshold: float) -> list[str]:
         best, index = self.best()
         return [self.tasks[i] if b >= threshold else FALLBACK for b, i in zip(best, index, strict=True)]
@@ -125,8 +133,7 @@ def metrics(scored: Scored, threshold: float, temperature: float) -> dict[str, A
     """Every number of the evaluation report, for one split at one threshold."""
     labels = scored.labels
     predicted = scored.predict(threshold)
-    best, index = scored.best()
-    closed = [scored.tasks[i] for i in index]  # ignoring the threshold
+    best, _ = scored.best()
     truth = np.array(labels)
     in_scope = truth != FALLBACK
     correct = np.array(predicted) == truth
@@ -140,9 +147,7 @@ def metrics(scored: Scored, threshold: float, temperature: float) -> dict[str, A
         "rows": len(labels),
         "threshold": threshold,
         "accuracy": float(correct.mean()),
-        "closed_set_accuracy": float((np.array(closed) == truth)[in_scope].mean())
-        if in_scope.any()
-        else None,
+        "closed_set_accuracy": scored.closed_accuracy() if in_scope.any() else None,
         "in_scope_accuracy": float(correct[in_scope].mean()) if in_scope.any() else None,
         "macro_f1": float(
             f1_score(labels, predicted, labels=sorted(set(labels)), average="macro", zero_division=0)

@@ -21,18 +21,12 @@ import numpy as np
 from models import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from models.checkpoint import base_state
 from training.data import load_taxonomies
-from training.evaluate import Scored, score
+from training.evaluate import score
 from training.train import TrainConfig, train
 
 PUBLIC = ("banking77", "hwu64", "snips", "mmlu", "p3_task_types")
 SAME_PROMPTS = {"banking77": ("banking77", "banking77_oos")}
 ALWAYS = ("llm_task_types",)
-
-
-def closed_accuracy(scored: Scored) -> float:
-    inside = [i for i, label in enumerate(scored.labels) if label != "fallback"]
-    best = scored.sims[inside].argmax(axis=1)
-    return float(np.mean([scored.tasks[b] == scored.labels[i] for b, i in zip(best, inside, strict=True)]))
 
 
 def run(cfg: TrainConfig, out: Path, holdouts: tuple[str, ...] = PUBLIC, shots: int = 5) -> dict[str, Any]:
@@ -45,8 +39,8 @@ def run(cfg: TrainConfig, out: Path, holdouts: tuple[str, ...] = PUBLIC, shots: 
         sets = load_taxonomies([*train_names, *ALWAYS])
         target = load_taxonomies([held])[0]
         row: dict[str, Any] = {"trained_on": [s.name for s in sets]}
-        row["plain"] = closed_accuracy(score(plain, plain_tok, target, "test"))
-        row["plain+5"] = closed_accuracy(score(plain, plain_tok, target, "test", shots=shots))
+        row["plain"] = score(plain, plain_tok, target, "test").closed_accuracy()
+        row["plain+5"] = score(plain, plain_tok, target, "test", shots=shots).closed_accuracy()
         for name, variant in (("dense", replace(cfg, dense_adapter=True)), ("moe", cfg)):
             model, tokenizer, summary = train(variant, sets)
             save_checkpoint(
@@ -55,10 +49,10 @@ def run(cfg: TrainConfig, out: Path, holdouts: tuple[str, ...] = PUBLIC, shots: 
                 {"summary": summary},
                 base_state=base_state(model.config.encoder),
             )
-            row[name] = closed_accuracy(score(model, tokenizer, target, "test"))
+            row[name] = score(model, tokenizer, target, "test").closed_accuracy()
             row[f"{name}_best_step"] = summary["best_step"]
             if name == "moe":
-                row["moe+5"] = closed_accuracy(score(model, tokenizer, target, "test", shots=shots))
+                row["moe+5"] = score(model, tokenizer, target, "test", shots=shots).closed_accuracy()
         results[held] = row
         (out / "loto.json").write_text(json.dumps(results, indent=2) + "\n")
         print(table(results), flush=True)

@@ -163,12 +163,9 @@ def _validate(
     model.eval()
     result = {}
     for taxonomy in sets:
-        scored = score(model, tokenizer, taxonomy, "val", limit=cfg.val_limit, seed=cfg.seed)
-        inside = [i for i, label in enumerate(scored.labels) if label != "fallback"]
-        best = scored.sims[inside].argmax(axis=1)
-        result[taxonomy.name] = float(
-            np.mean([scored.tasks[b] == scored.labels[i] for b, i in zip(best, inside, strict=True)])
-        )
+        result[taxonomy.name] = score(
+            model, tokenizer, taxonomy, "val", limit=cfg.val_limit, seed=cfg.seed
+        ).closed_accuracy()
     model.train()
     return result
 
