@@ -29,15 +29,25 @@ SAME_PROMPTS = {"banking77": ("banking77", "banking77_oos")}
 ALWAYS = ("llm_task_types",)
 
 
-def run(cfg: TrainConfig, out: Path, holdouts: tuple[str, ...] = PUBLIC, shots: int = 5) -> dict[str, Any]:
+def run(
+    cfg: TrainConfig,
+    out: Path,
+    holdouts: tuple[str, ...] = PUBLIC,
+    shots: int = 5,
+    pool: tuple[str, ...] = PUBLIC,
+    always: tuple[str, ...] = ALWAYS,
+    plain_checkpoint: Path = DEFAULT_CHECKPOINT,
+) -> dict[str, Any]:
+    """Train on `pool` minus each held-out set (plus `always`), evaluate on the held-out test split."""
     out.mkdir(parents=True, exist_ok=True)
-    plain, plain_tok, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+    plain, plain_tok, _ = load_checkpoint(plain_checkpoint)
     results: dict[str, Any] = {}
     for held in holdouts:
         excluded = SAME_PROMPTS.get(held, (held,))
-        train_names = [n for n in (*PUBLIC, "banking77_oos") if n not in excluded and n != "banking77_oos"]
-        sets = load_taxonomies([*train_names, *ALWAYS])
+        sets = load_taxonomies([*(n for n in pool if n not in excluded), *always])
         target = load_taxonomies([held])[0]
+        if not target.rows("test", with_fallback=False):
+            raise ValueError(f"held-out set {held!r} has no in-scope test rows")
         row: dict[str, Any] = {"trained_on": [s.name for s in sets]}
         row["plain"] = score(plain, plain_tok, target, "test").closed_accuracy()
         row["plain+5"] = score(plain, plain_tok, target, "test", shots=shots).closed_accuracy()
@@ -45,7 +55,7 @@ def run(cfg: TrainConfig, out: Path, holdouts: tuple[str, ...] = PUBLIC, shots: 
             model, tokenizer, summary = train(variant, sets)
             save_checkpoint(
                 model,
-                out / f"{held}-{name}",
+                out / f"{Path(held).name}-{name}",
                 {"summary": summary},
                 base_state=base_state(model.config.encoder),
             )
@@ -53,8 +63,9 @@ def run(cfg: TrainConfig, out: Path, holdouts: tuple[str, ...] = PUBLIC, shots: 
             row[f"{name}_best_step"] = summary["best_step"]
             if name == "moe":
                 row["moe+5"] = score(model, tokenizer, target, "test", shots=shots).closed_accuracy()
-        results[held] = row
+        results[Path(held).name] = row
         (out / "loto.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / "loto.md").write_text(table(results) + "\n")
         print(table(results), flush=True)
     return results
 

@@ -177,3 +177,24 @@ def test_the_server_serves_a_trained_moe_checkpoint(tiny: tuple[Path, Path], tmp
         )
     finally:
         thread.stop()
+
+
+def test_leave_one_taxonomy_out_produces_the_table(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    from training.loto import run
+
+    checkpoint, data = tiny
+    other = make_dataset(tmp_path / "other")  # a second taxonomy (same prompts: fine for a smoke run)
+    results = run(
+        config(checkpoint, max_steps=4, eval_every=4),
+        tmp_path / "loto",
+        holdouts=(str(data),),
+        shots=2,
+        pool=(str(data), str(other)),
+        always=(),
+        plain_checkpoint=checkpoint,
+    )
+    row = results["data"]
+    assert row["trained_on"] == ["other"]
+    assert all(0 <= row[k] <= 1 for k in ("plain", "plain+5", "dense", "moe", "moe+5"))
+    assert "| data |" in (tmp_path / "loto" / "loto.md").read_text()
+    assert (tmp_path / "loto" / "data-moe" / "weights.safetensors").is_file()

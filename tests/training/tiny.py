@@ -86,12 +86,13 @@ def make_checkpoint(directory: Path) -> Path:
 
 
 def make_dataset(directory: Path) -> Path:
-    """tasks.json + examples.jsonl in the shared-data layout; 6 train and 2 val prompts per task."""
+    """tasks.json + examples.jsonl in the shared-data layout; 6 train, 1 val, 1 test prompt per task."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "tasks.json").write_text(json.dumps(TASKS))
     lines = []
     for label, prompts in PROMPTS.items():
         for i, text in enumerate(prompts):
-            lines.append(json.dumps({"text": text, "label": label, "split": "val" if i >= 6 else "train"}))
+            split = "train" if i < 6 else ("val" if i == 6 else "test")
+            lines.append(json.dumps({"text": text, "label": label, "split": split}))
     (directory / "examples.jsonl").write_text("\n".join(lines) + "\n")
     return directory
