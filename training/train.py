@@ -58,6 +58,7 @@ class TrainConfig:
     warmup_steps: int = 50
     eval_every: int = 100
     patience: int = 4
+    keep_best: bool = True  # end with the best validation state; False keeps the last one
     aux_weight: float = 0.01
     scale: float = 20.0  # 1 / temperature of the contrastive softmax
     max_len: int = 64  # prompt tokens during training; descriptions and most prompts are shorter
@@ -304,7 +305,8 @@ def train(
     summary: dict[str, Any] = {}
     if rank == 0:
         assert best_state is not None
-        model.load_state_dict(best_state)
+        if cfg.keep_best:
+            model.load_state_dict(best_state)
         model.eval()
         threshold, how = pick_threshold(
             [score(model, tokenizer, t, "val", limit=cfg.val_limit, seed=cfg.seed) for t in val_sets]

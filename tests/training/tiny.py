@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from models.config import ClassifierConfig
@@ -71,6 +72,7 @@ def make_encoder(directory: Path) -> Path:
         intermediate_size=128,
         max_position_embeddings=128,
     )
+    torch.manual_seed(0)  # the same tiny encoder every run
     BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
