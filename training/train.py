@@ -86,6 +86,11 @@ def _distributed() -> tuple[int, int, int]:
     )
 
 
+def _is_expert(name: str) -> bool:
+    """Gate and expert tensors: what trains when the pretrained weights stay frozen."""
+    return ".gate." in name or ".experts." in name
+
+
 def build_model(cfg: TrainConfig) -> tuple[TaskClassifier, PreTrainedTokenizerBase]:
     if cfg.dense_adapter:
         arch = {
@@ -103,7 +108,7 @@ def build_model(cfg: TrainConfig) -> tuple[TaskClassifier, PreTrainedTokenizerBa
         }
     model, tokenizer, _ = load_checkpoint(cfg.init, **arch)
     for name, param in model.named_parameters():
-        param.requires_grad = cfg.train_base or ".gate." in name or ".experts." in name
+        param.requires_grad = cfg.train_base or _is_expert(name)
     return model, tokenizer
 
 
@@ -207,12 +212,8 @@ def train(
     sampler = _Sampler(train_sets, tokenizer, cfg, rng, hard)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    adapter = [
-        p for n, p in model.named_parameters() if p.requires_grad and (".gate." in n or ".experts." in n)
-    ]
-    base = [
-        p for n, p in model.named_parameters() if p.requires_grad and not (".gate." in n or ".experts." in n)
-    ]
+    adapter = [p for n, p in model.named_parameters() if p.requires_grad and _is_expert(n)]
+    base = [p for n, p in model.named_parameters() if p.requires_grad and not _is_expert(n)]
     optimizer = torch.optim.AdamW(
         [{"params": adapter, "lr": cfg.lr}, {"params": base, "lr": cfg.base_lr}], weight_decay=0.01
     )
