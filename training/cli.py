@@ -20,8 +20,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from models import load_checkpoint, save_checkpoint
-from models.checkpoint import base_state
+import torch
+
+from models import load_checkpoint
+from models.checkpoint import save_difference
 from training.data import Taxonomy, load_taxonomies, read_labelled, read_tasks
 from training.evaluate import metrics, pick_threshold, score
 from training.train import TrainConfig, _distributed, train
@@ -42,6 +44,11 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--moe-layers", type=int, nargs="*", default=None, help="encoder layers with experts")
     parser.add_argument("--init", default=None, help="checkpoint to start from (default: the shipped one)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    parser.add_argument(
+        "--half-deltas",
+        action="store_true",
+        help="store changed pretrained weights as float16 differences (half the size, not bit-exact)",
+    )
 
 
 def _train_config(args: argparse.Namespace, extra: dict[str, Any]) -> TrainConfig:
@@ -58,7 +65,9 @@ def _file_taxonomy(tasks: Path, data: Path, name: str) -> Taxonomy:
     return Taxonomy(name, task_list, read_labelled(data, [t.name for t in task_list], val_share=0.1))
 
 
-def _fit_and_save(cfg: TrainConfig, sets: list[Taxonomy], out: Path) -> dict[str, Any]:
+def _fit_and_save(
+    cfg: TrainConfig, sets: list[Taxonomy], out: Path, half_deltas: bool = False
+) -> dict[str, Any]:
     model, _, summary = train(cfg, sets)
     if _distributed()[0] != 0:
         return summary
@@ -69,7 +78,7 @@ def _fit_and_save(cfg: TrainConfig, sets: list[Taxonomy], out: Path) -> dict[str
         "summary": {k: v for k, v in summary.items() if k != "history"},
         "history": summary["history"],
     }
-    save_checkpoint(model, out, metadata, base_state=base_state(model.config.encoder))
+    save_difference(model, out, metadata, torch.float16 if half_deltas else None)
     print(
         f"saved {out}: best val {summary['best_val_mean']:.4f} at step {summary['best_step']} "
         f"of {summary['steps']}, threshold {summary['threshold']:.3f} ({summary['threshold_source']}), "
@@ -80,13 +89,13 @@ def _fit_and_save(cfg: TrainConfig, sets: list[Taxonomy], out: Path) -> dict[str
 
 def cmd_train(args: argparse.Namespace) -> None:
     sets = load_taxonomies(args.sets)
-    _fit_and_save(_train_config(args, {"sets": args.sets}), sets, args.out)
+    _fit_and_save(_train_config(args, {"sets": args.sets}), sets, args.out, args.half_deltas)
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
     taxonomy = _file_taxonomy(args.tasks, args.data, args.name)
     cfg = _train_config(args, {"tasks": str(args.tasks), "data": str(args.data)})
-    _fit_and_save(cfg, [taxonomy], args.out)
+    _fit_and_save(cfg, [taxonomy], args.out, args.half_deltas)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -135,7 +144,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_loto(args: argparse.Namespace) -> None:
     from training.loto import PUBLIC, run
 
-    run(_train_config(args, {}), args.out, tuple(args.holdout or PUBLIC), args.shots)
+    run(
+        _train_config(args, {}),
+        args.out,
+        tuple(args.holdout or PUBLIC),
+        args.shots,
+        test_limit=args.test_limit,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -171,6 +186,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("loto", help="leave-one-taxonomy-out table: plain vs no-experts vs MoE (+ examples)")
     p.add_argument("--holdout", nargs="*", help="sets to hold out (default: every public set)")
     p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--test-limit", type=int, help="score a seeded sample of this many test rows per set")
     _add_train_flags(p)
     p.set_defaults(run=cmd_loto)
     return root

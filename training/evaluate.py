@@ -4,6 +4,7 @@ expected calibration error, confusion; and choosing the no-match threshold on va
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,13 +78,30 @@ def score(
     limit: int | None = None,
     seed: int = 0,
 ) -> Scored:
+    return score_shots(model, tokenizer, taxonomy, split, (shots,), limit, seed)[0]
+
+
+def score_shots(
+    model: TaskClassifier,
+    tokenizer: PreTrainedTokenizerBase,
+    taxonomy: Taxonomy,
+    split: str,
+    shots: Sequence[int],
+    limit: int | None = None,
+    seed: int = 0,
+) -> list[Scored]:
+    """One Scored per entry of `shots`; the prompts (the costly part) are embedded once.
+    With `limit`, a seeded sample of that many rows."""
     rows = taxonomy.rows(split)
     if limit is not None and len(rows) > limit:
         rows = random.Random(seed).sample(rows, limit)
-    prototypes = task_prototypes(model, tokenizer, taxonomy, shots, seed)
     prompts = embed(model, tokenizer, [r.messages for r in rows])
-    sims = (prompts @ prototypes.T).float().cpu().numpy()
-    return Scored(sims, [r.label for r in rows], taxonomy.task_names)
+    out = []
+    for n in shots:
+        prototypes = task_prototypes(model, tokenizer, taxonomy, n, seed)
+        sims = (prompts @ prototypes.T).float().cpu().numpy()
+        out.append(Scored(sims, [r.label for r in rows], taxonomy.task_names))
+    return out
 
 
 def pick_threshold(val: list[Scored]) -> tuple[float, str]:

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from models import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
-from models.checkpoint import base_state
+from models import PLAIN_CHECKPOINT, load_checkpoint
+from models.checkpoint import save_difference
 from training.data import load_taxonomies
-from training.evaluate import score
+from training.evaluate import score_shots
 from training.train import TrainConfig, train
 
 PUBLIC = ("banking77", "hwu64", "snips", "mmlu", "p3_task_types")
@@ -36,7 +36,8 @@ def run(
     shots: int = 5,
     pool: tuple[str, ...] = PUBLIC,
     always: tuple[str, ...] = ALWAYS,
-    plain_checkpoint: Path = DEFAULT_CHECKPOINT,
+    plain_checkpoint: Path = PLAIN_CHECKPOINT,
+    test_limit: int | None = None,
 ) -> dict[str, Any]:
     """Train on `pool` minus each held-out set (plus `always`), evaluate on the held-out test split."""
     out.mkdir(parents=True, exist_ok=True)
@@ -48,21 +49,16 @@ def run(
         target = load_taxonomies([held])[0]
         if not target.rows("test", with_fallback=False):
             raise ValueError(f"held-out set {held!r} has no in-scope test rows")
-        row: dict[str, Any] = {"trained_on": [s.name for s in sets]}
-        row["plain"] = score(plain, plain_tok, target, "test").closed_accuracy()
-        row["plain+5"] = score(plain, plain_tok, target, "test", shots=shots).closed_accuracy()
+        row: dict[str, Any] = {"trained_on": [s.name for s in sets], "test_limit": test_limit}
+        zero, few = score_shots(plain, plain_tok, target, "test", (0, shots), test_limit)
+        row["plain"], row["plain+5"] = zero.closed_accuracy(), few.closed_accuracy()
         for name, variant in (("dense", replace(cfg, dense_adapter=True)), ("moe", cfg)):
             model, tokenizer, summary = train(variant, sets)
-            save_checkpoint(
-                model,
-                out / f"{Path(held).name}-{name}",
-                {"summary": summary},
-                base_state=base_state(model.config.encoder),
-            )
-            row[name] = score(model, tokenizer, target, "test").closed_accuracy()
+            save_difference(model, out / f"{Path(held).name}-{name}", {"summary": summary})
+            zero, few = score_shots(model, tokenizer, target, "test", (0, shots), test_limit)
+            row[name], row[f"{name}+5"] = zero.closed_accuracy(), few.closed_accuracy()
             row[f"{name}_best_step"] = summary["best_step"]
-            if name == "moe":
-                row["moe+5"] = score(model, tokenizer, target, "test", shots=shots).closed_accuracy()
+            row[f"{name}_seconds"] = summary["seconds"]
         results[Path(held).name] = row
         (out / "loto.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "loto.md").write_text(table(results) + "\n")
@@ -71,10 +67,11 @@ def run(
 
 
 def table(results: dict[str, Any]) -> str:
-    columns = ["plain", "dense", "moe", "plain+5", "moe+5"]
+    columns = ["plain", "dense", "moe", "plain+5", "dense+5", "moe+5"]
     lines = [
-        "| held-out set | plain encoder | no-experts ablation | MoE | plain + 5 ex. | MoE + 5 ex. |",
-        "|---|---|---|---|---|---|",
+        "| held-out set | plain encoder | no-experts ablation | MoE | plain + 5 ex."
+        " | ablation + 5 ex. | MoE + 5 ex. |",
+        "|---|---|---|---|---|---|---|",
     ]
     for held, row in results.items():
         lines.append(

@@ -7,7 +7,10 @@ candidates from other taxonomies that say nearly the same thing as the positive 
 "weather_query" and "GetWeather" are not really negatives. Loss: cross-entropy over the candidates
 at a fixed scale, plus the experts' load-balancing loss. Validation is zero-shot accuracy on the
 validation splits (descriptions only); training stops early when it stops improving, and the best
-state is kept. Seeded and reproducible; `torchrun --nproc_per_node N -m training.cli train ...`
+state is kept. The embeddings and the lower `frozen_layers` encoder layers stay frozen (the experts sit
+above them): they run once per step without autograd, and their outputs for descriptions and
+validation prompts are computed once and kept, so a CPU step costs what the top layers cost.
+Seeded and reproducible; `torchrun --nproc_per_node N -m training.cli train ...`
 runs it data-parallel with DistributedDataParallel (NCCL on CUDA, gloo on CPU).
 """
 
@@ -17,6 +20,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from models import DEFAULT_CHECKPOINT, TaskClassifier, load_checkpoint
+from models import PLAIN_CHECKPOINT, TaskClassifier, load_checkpoint
 from training.data import Taxonomy, ensure_val_split
 from training.encode import as_user, collate, embed, token_rows
 from training.evaluate import pick_threshold, score
@@ -49,7 +53,11 @@ class TrainConfig:
     # Fine-tune the pretrained weights too (best for retraining on one taxonomy; the checkpoint
     # then stores them). Off: only gates and experts train, and the checkpoint stays a few MB.
     train_base: bool = False
-    init: str = str(DEFAULT_CHECKPOINT)
+    # The embeddings and this many lower encoder layers stay frozen (the experts sit above them):
+    # they run without autograd, and their outputs for texts that recur (descriptions, validation
+    # prompts) are computed once, which makes a CPU step several times cheaper. 0 = train through all.
+    frozen_layers: int = 3
+    init: str = str(PLAIN_CHECKPOINT)
     lr: float = 1e-3
     base_lr: float = 3e-5
     batch_size: int = 32
@@ -91,6 +99,20 @@ def _is_expert(name: str) -> bool:
     return ".gate." in name or ".experts." in name
 
 
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+def _trainable(name: str, cfg: TrainConfig) -> bool:
+    if _is_expert(name):
+        return True
+    if not cfg.train_base:
+        return False
+    if cfg.frozen_layers == 0:
+        return True
+    layer = _LAYER.search(name)
+    return layer is not None and int(layer.group(1)) >= cfg.frozen_layers
+
+
 def build_model(cfg: TrainConfig) -> tuple[TaskClassifier, PreTrainedTokenizerBase]:
     if cfg.dense_adapter:
         arch = {
@@ -107,9 +129,65 @@ def build_model(cfg: TrainConfig) -> tuple[TaskClassifier, PreTrainedTokenizerBa
             "expert_rank": cfg.expert_rank,
         }
     model, tokenizer, _ = load_checkpoint(cfg.init, **arch)
+    depth = len(model.encoder.layers())
+    lowest = min((i % depth for i in cfg.moe_layers), default=depth)
+    if not 0 <= cfg.frozen_layers <= lowest:
+        raise ValueError(
+            f"frozen_layers={cfg.frozen_layers} must be between 0 and the lowest expert layer ({lowest})"
+        )
     for name, param in model.named_parameters():
-        param.requires_grad = cfg.train_base or _is_expert(name)
+        param.requires_grad = _trainable(name, cfg)
     return model, tokenizer
+
+
+class _Lower:
+    """The frozen embeddings and lower layers. They run without autograd and without dropout, and
+    their outputs are kept for texts that recur (descriptions every step, validation prompts every
+    evaluation). With no frozen layers, token ids pass straight through."""
+
+    def __init__(self, model: TaskClassifier, layers: int, pad: int, device: torch.device) -> None:
+        self.model, self.layers, self.pad, self.device = model, layers, pad, device
+        self.cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    @torch.no_grad()  # not inference_mode: kept states feed later training steps
+    def _run(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = collate(rows, self.pad, self.device)
+        encoder = self.model.encoder
+        was = encoder.training
+        encoder.eval()
+        try:
+            return encoder.lower(ids, mask, self.layers), mask
+        finally:
+            encoder.train(was)
+
+    def __call__(self, rows: list[list[int]], keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.layers:
+            return collate(rows, self.pad, self.device)
+        if not keep:
+            return self._run(rows)
+        missing = list(dict.fromkeys(tuple(r) for r in rows if tuple(r) not in self.cache))
+        for start in range(0, len(missing), 256):
+            chunk = missing[start : start + 256]
+            states, _ = self._run([list(r) for r in chunk])
+            for i, row in enumerate(chunk):
+                self.cache[row] = states[i, : len(row)].clone()
+        width = max(len(r) for r in rows)
+        states = torch.zeros(len(rows), width, self.model.dim, device=self.device)
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
+        for i, row in enumerate(rows):
+            states[i, : len(row)] = self.cache[tuple(row)]
+            mask[i, : len(row)] = 1
+        return states, mask
+
+
+@dataclass
+class _ValSet:
+    """A taxonomy's validation prompts and descriptions as token rows (built once)."""
+
+    name: str
+    prompts: list[list[int]]
+    labels: torch.Tensor
+    descriptions: list[list[int]]
 
 
 class _Sampler:
@@ -163,15 +241,49 @@ def _hard_negatives(base_emb: list[torch.Tensor]) -> list[list[list[int]]]:
     return out
 
 
-def _validate(
-    model: TaskClassifier, tokenizer: PreTrainedTokenizerBase, sets: list[Taxonomy], cfg: TrainConfig
-) -> dict[str, float]:
+def _val_sets(
+    sets: list[Taxonomy], tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, max_len: int
+) -> list[_ValSet]:
+    out = []
+    for taxonomy in sets:
+        rows = taxonomy.rows("val", with_fallback=False)
+        if len(rows) > cfg.val_limit:
+            rows = random.Random(cfg.seed).sample(rows, cfg.val_limit)
+        index = {name: i for i, name in enumerate(taxonomy.task_names)}
+        descriptions = as_user([t.description for t in taxonomy.tasks])
+        out.append(
+            _ValSet(
+                taxonomy.name,
+                token_rows(tokenizer, [r.messages for r in rows], max_len),
+                torch.tensor([index[r.label] for r in rows]),
+                token_rows(tokenizer, descriptions, max_len),
+            )
+        )
+    return out
+
+
+def _embed_rows(model: TaskClassifier, lower: _Lower, rows: list[list[int]]) -> torch.Tensor:
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # batches pad little
+    out = torch.empty(len(rows), model.dim)
+    for start in range(0, len(order), 128):
+        chunk = order[start : start + 128]
+        states, mask = lower([rows[i] for i in chunk], keep=True)
+        if lower.layers:
+            emb = model.encode_upper(states, mask, lower.layers)
+        else:
+            emb = model.encode_prompts(states, mask)
+        out[chunk] = emb.float().cpu()
+    return out
+
+
+@torch.no_grad()
+def _validate(model: TaskClassifier, lower: _Lower, sets: list[_ValSet]) -> dict[str, float]:
+    """Zero-shot closed-set accuracy (descriptions only) on each taxonomy's validation prompts."""
     model.eval()
     result = {}
-    for taxonomy in sets:
-        result[taxonomy.name] = score(
-            model, tokenizer, taxonomy, "val", limit=cfg.val_limit, seed=cfg.seed
-        ).closed_accuracy()
+    for val in sets:
+        sims = _embed_rows(model, lower, val.prompts) @ _embed_rows(model, lower, val.descriptions).T
+        result[val.name] = float((sims.argmax(dim=1) == val.labels).float().mean())
     model.train()
     return result
 
@@ -206,10 +318,14 @@ def train(
     all_emb = torch.cat(start_emb)
     offsets = np.cumsum([0] + [len(e) for e in start_emb]).tolist()
     cross_sim = (all_emb @ all_emb.T).cpu()
+    desc_len = model.config.max_seq_len  # descriptions are few and kept, so never clipped short
     desc_rows = [
-        token_rows(tokenizer, as_user([t.description for t in tax.tasks]), cfg.max_len) for tax in train_sets
+        token_rows(tokenizer, as_user([t.description for t in tax.tasks]), desc_len) for tax in train_sets
     ]
     sampler = _Sampler(train_sets, tokenizer, cfg, rng, hard)
+    pad = tokenizer.pad_token_id or 0
+    lower = _Lower(model, cfg.frozen_layers, pad, device)
+    val_rows = _val_sets(val_sets, tokenizer, cfg, desc_len)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     adapter = [p for n, p in model.named_parameters() if p.requires_grad and _is_expert(n)]
@@ -229,13 +345,12 @@ def train(
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None, find_unused_parameters=True
         )
-    pad = tokenizer.pad_token_id or 0
 
     history: list[dict[str, Any]] = []
     best_score, best_state, best_step, stale = -1.0, None, 0, 0
     started = time.perf_counter()
     if rank == 0:
-        initial = _validate(model, tokenizer, val_sets, cfg)
+        initial = _validate(model, lower, val_rows)
         best_score, best_state = (
             float(np.mean(list(initial.values()))),
             {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -251,9 +366,9 @@ def train(
         for pair in positives + [n for negs in negatives for n in negs]:
             columns.setdefault(pair, len(columns))
         cand = list(columns)
-        p_ids, p_mask = collate(prompts, pad, device)
-        t_ids, t_mask = collate([desc_rows[t][j] for t, j in cand], pad, device)
-        p_emb, t_emb, aux = net(p_ids, p_mask, t_ids, t_mask)
+        p_in, p_mask = lower(prompts)
+        t_in, t_mask = lower([desc_rows[t][j] for t, j in cand], keep=True)
+        p_emb, t_emb, aux = net(p_in, p_mask, t_in, t_mask, cfg.frozen_layers)
         logits = cfg.scale * p_emb @ t_emb.T
         global_pos = torch.tensor([offsets[t] + j for t, j in positives])
         global_cand = torch.tensor([offsets[t] + j for t, j in cand])
@@ -278,7 +393,7 @@ def train(
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             stop = torch.zeros(1)
             if rank == 0:
-                val = _validate(model, tokenizer, val_sets, cfg)
+                val = _validate(model, lower, val_rows)
                 mean = float(np.mean(list(val.values())))
                 history.append(
                     {

@@ -10,12 +10,13 @@ import pytest
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
-# Accuracy floors for the shipped checkpoint (the plain MiniLM encoder, task prototypes from
-# description + examples). Measured on tests/data/default_router_prompts.yaml: support 34/37,
-# coding-agent 43/47; the weakest task is debug (7/11), which the plain encoder often confuses with
-# chore. The trained mixture-of-experts checkpoint (training issue) is expected to raise these.
-MIN_ROUTER_ACCURACY = 0.88
-MIN_TASK_ACCURACY = 0.6
+# Accuracy floors for the shipped checkpoint (the trained MoE classifier, task prototypes from
+# description + examples, threshold 0.2). Measured on tests/data/default_router_prompts.yaml:
+# support 29/32 (customer-qa 8/11: three fall below the threshold), coding-agent 42/42, every
+# off-topic prompt falls back. The plain encoder (models/checkpoints/minilm-base) scored 29/32 and
+# 38/42 (debug 7/11).
+MIN_ROUTER_ACCURACY = 0.9
+MIN_TASK_ACCURACY = 0.7
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ def config(init: Path, **overrides: object) -> TrainConfig:
     values = dict(
         init=str(init),
         moe_layers=(0, 1),
+        frozen_layers=0,
         batch_size=8,
         hard_negatives=2,
         max_steps=40,
@@ -66,6 +67,35 @@ def test_tiny_training_lowers_the_loss_and_balances_experts(tiny: tuple[Path, Pa
     assert summary["steps"] >= 20 and summary["trainable_parameters"] > 0
     usage = summary["expert_usage"]
     assert len(usage) == 2 and all(len(layer) == 4 and sum(layer) > 0 for layer in usage)
+
+
+def test_frozen_lower_layers_stay_bit_identical_while_the_top_trains(tiny: tuple[Path, Path]) -> None:
+    checkpoint, data = tiny
+    cfg = config(checkpoint, moe_layers=(1,), frozen_layers=1, train_base=True, keep_best=False)
+    start, tokenizer = build_model(cfg)
+    before = fixed_loss(start, tokenizer)
+    model, tokenizer, _ = train(cfg, [load_dataset_dir(data)])
+    assert fixed_loss(model, tokenizer) < before - 0.05
+    old, new = start.state_dict(), model.state_dict()
+    lower = [k for k in new if ".embeddings." in k or ".layer.0." in k]
+    upper = [k for k in new if ".layer.1." in k and ".gate." not in k and ".experts." not in k]
+    assert lower and all(torch.equal(old[k], new[k]) for k in lower)
+    assert upper and any(not torch.equal(old[k], new[k]) for k in upper)  # train_base: the top moved
+
+
+def test_frozen_layers_must_sit_below_every_expert_layer(tiny: tuple[Path, Path]) -> None:
+    with pytest.raises(ValueError, match="frozen_layers=2 must be between 0 and the lowest expert layer"):
+        build_model(config(tiny[0], moe_layers=(1,), frozen_layers=2))
+
+
+def test_split_forward_equals_the_full_forward(tiny: tuple[Path, Path]) -> None:
+    model, tokenizer = build_model(config(tiny[0], moe_layers=(1,)))
+    batch = tokenizer(["play some jazz", "refund my last order please, it broke"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        full = model.encode_prompts(batch.input_ids, batch.attention_mask)
+        states = model.encoder.lower(batch.input_ids, batch.attention_mask, 1)
+        split = model.encode_upper(states, batch.attention_mask, 1)
+    torch.testing.assert_close(split, full, rtol=1e-5, atol=1e-6)
 
 
 def test_training_is_reproducible(tiny: tuple[Path, Path]) -> None:
@@ -120,8 +150,10 @@ def test_retrain_with_two_ddp_processes_then_evaluate(tiny: tuple[Path, Path], t
             "--out",
             str(out),
             "--moe-layers",
-            "0",
             "1",
+            "--frozen-layers",  # the cached lower layer under DDP
+            "1",
+            "--train-base",
             "--max-steps",
             "10",
             "--eval-every",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import DEFAULT_CHECKPOINT, TaskClassifier, load_checkpoint, match_probabilities, save_checkpoint
+from models import DEFAULT_CHECKPOINT, PLAIN_CHECKPOINT, TaskClassifier, load_checkpoint, match_probabilities, save_checkpoint
 from models.checkpoint import WEIGHTS_FILE
 
 
@@ -16,9 +16,15 @@ def shipped() -> tuple[TaskClassifier, object, dict]:
     return load_checkpoint(DEFAULT_CHECKPOINT)
 
 
+@pytest.fixture(scope="module")
+def plain() -> tuple[TaskClassifier, object, dict]:
+    """The base encoder as is: saved differences are relative to exactly these weights."""
+    return load_checkpoint(PLAIN_CHECKPOINT)
+
+
 def test_shipped_checkpoint_loads_with_metadata(shipped: tuple[TaskClassifier, object, dict]) -> None:
     model, tokenizer, metadata = shipped
-    assert model.dim == 384 and metadata["name"] == "minilm-base"
+    assert model.dim == 384 and metadata["name"] == "minilm-moe-general" and model.moe_layers
     batch = tokenizer(["reset my password", "fix this stack trace"], padding=True, return_tensors="pt")
     with torch.inference_mode():
         emb = model.encode_prompts(batch["input_ids"], batch["attention_mask"])
@@ -27,9 +33,9 @@ def test_shipped_checkpoint_loads_with_metadata(shipped: tuple[TaskClassifier, o
 
 
 def test_round_trip_stores_only_changed_tensors_bit_exactly(
-    shipped: tuple[TaskClassifier, object, dict], tmp_path: Path
+    plain: tuple[TaskClassifier, object, dict], tmp_path: Path
 ) -> None:
-    model, _, _ = shipped
+    model, _, _ = plain
     base = {k: v.clone() for k, v in model.state_dict().items()}
     changed = "encoder.transformer.pooler.dense.bias"
     with torch.no_grad():
@@ -43,6 +49,27 @@ def test_round_trip_stores_only_changed_tensors_bit_exactly(
         assert metadata == {"note": "test"}
         for key, value in model.state_dict().items():
             assert torch.equal(reloaded.state_dict()[key], value), key
+    finally:
+        model.load_state_dict(base)
+
+
+def test_half_precision_differences_restore_changed_weights_closely(
+    plain: tuple[TaskClassifier, object, dict], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    model, _, _ = plain
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    changed = "encoder.transformer.encoder.layer.5.output.dense.weight"
+    with torch.no_grad():
+        model.state_dict()[changed].add_(0.01 * torch.randn_like(base[changed]))
+    try:
+        save_checkpoint(model, tmp_path, base_state=base, delta_dtype=torch.float16)
+        stored = load_file(str(tmp_path / WEIGHTS_FILE))
+        assert list(stored) == [changed + ".delta"] and stored[changed + ".delta"].dtype == torch.float16
+        restored = load_checkpoint(tmp_path)[0].state_dict()[changed]
+        change = model.state_dict()[changed] - base[changed]
+        assert (restored - model.state_dict()[changed]).abs().max() <= 1e-3 * change.abs().max()
     finally:
         model.load_state_dict(base)
 
