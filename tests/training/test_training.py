@@ -90,7 +90,9 @@ def test_frozen_layers_must_sit_below_every_expert_layer(tiny: tuple[Path, Path]
 
 def test_split_forward_equals_the_full_forward(tiny: tuple[Path, Path]) -> None:
     model, tokenizer = build_model(config(tiny[0], moe_layers=(1,)))
-    batch = tokenizer(["play some jazz", "refund my last order please, it broke"], padding=True, return_tensors="pt")
+    batch = tokenizer(
+        ["play some jazz", "refund my last order please, it broke"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         full = model.encode_prompts(batch.input_ids, batch.attention_mask)
         states = model.encoder.lower(batch.input_ids, batch.attention_mask, 1)

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import DEFAULT_CHECKPOINT, PLAIN_CHECKPOINT, TaskClassifier, load_checkpoint, match_probabilities, save_checkpoint
+from models import (
+    DEFAULT_CHECKPOINT,
+    PLAIN_CHECKPOINT,
+    TaskClassifier,
+    load_checkpoint,
+    match_probabilities,
+    save_checkpoint,
+)
 from models.checkpoint import WEIGHTS_FILE
 
 
