@@ -1,5 +1,5 @@
 """The running service's parts and their lifecycle: load the model, warm it up, compile the routers,
-start batching, and only then report SERVING."""
+start batching and the model targets, and only then report SERVING."""
 
 from __future__ import annotations
 
@@ -12,19 +12,26 @@ import torch
 from grpc_health.v1 import health, health_pb2
 
 from models import PromptInput
+from server.affinity import AffinityStore, MemoryAffinity, RedisAffinity
 from server.batching import Batcher
-from server.config import Config
+from server.config import AffinitySection, Config
 from server.engine import Engine, TaskText
 from server.errors import NotReady
-from server.policies import load_catalog
 from server.registry import RouterRegistry
 from server.routers import RouterSpec, load_router_dir
+from server.targets import Targets, load_catalog
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "taskrouter.v1.TaskRouter"
 
 BatchItem = tuple[PromptInput, torch.Tensor]
+
+
+def make_affinity_store(cfg: AffinitySection) -> AffinityStore:
+    if cfg.store == "redis":
+        return RedisAffinity(cfg.redis_url, cfg.ttl_s)
+    return MemoryAffinity(cfg.ttl_s, cfg.max_keys)
 
 
 class App:
@@ -36,6 +43,8 @@ class App:
         self._engine: Engine | None = None
         self._registry: RouterRegistry | None = None
         self._batcher: Batcher[BatchItem, np.ndarray] | None = None
+        self._targets: Targets | None = None
+        self._affinity: AffinityStore | None = None
 
     @property
     def ready(self) -> bool:
@@ -55,6 +64,18 @@ class App:
         return self._require()[1]
 
     @property
+    def targets(self) -> Targets:
+        if self._targets is None:
+            raise NotReady("the model targets are still starting; retry when grpc.health.v1 reports SERVING")
+        return self._targets
+
+    @property
+    def affinity(self) -> AffinityStore:
+        if self._affinity is None:
+            raise NotReady("the service is still starting; retry when grpc.health.v1 reports SERVING")
+        return self._affinity
+
+    @property
     def batcher(self) -> Batcher[BatchItem, np.ndarray]:
         return self._require()[2]
 
@@ -70,6 +91,11 @@ class App:
         loop = asyncio.get_running_loop()
         catalog = load_catalog(self.cfg.routers.catalog)
         specs = load_router_dir(self.cfg.routers.dir, catalog) if self.cfg.routers.dir else []
+        targets = Targets(catalog, self.cfg.targets)
+        self._targets = targets
+        self._affinity = make_affinity_store(self.cfg.affinity)
+        # Launched vLLM replicas start while the classifier loads; SERVING waits for both.
+        starting = asyncio.create_task(targets.start())
         engine = await loop.run_in_executor(self.executor, Engine.load, self.cfg.model)
         if self.cfg.model.warmup:
             await loop.run_in_executor(self.executor, engine.warmup)
@@ -87,6 +113,7 @@ class App:
 
         batcher: Batcher[BatchItem, np.ndarray] = Batcher(run_batch, self.cfg.batching, self.executor)
         batcher.start()
+        await starting
         self._engine, self._registry, self._batcher = engine, registry, batcher
         log.info("ready: %d routers (%s)", len(specs), ", ".join(s.name for s in specs) or "none")
         await self.set_serving(True)
@@ -95,4 +122,8 @@ class App:
         await self.set_serving(False)
         if self._batcher is not None:
             await self._batcher.close()
+        if self._targets is not None:
+            await self._targets.close()
+        if self._affinity is not None:
+            await self._affinity.close()
         self.executor.shutdown(wait=True)

@@ -7,6 +7,7 @@ Precedence: defaults < config file (--config FILE, YAML) < environment (TASKROUT
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -86,8 +87,48 @@ class RoutersSection(_Section):
     )
     catalog: Path = Field(
         DEFAULTS_DIR / "catalog.yaml",
-        description="Model catalog: prices and latencies that the cheapest/fastest policies sort by.",
+        description="Model catalogue: prices, context lengths, latency priors, and the pools that serve "
+        "each model (server/targets/catalog.py documents the format).",
     )
+
+
+class HttpSection(_Section):
+    host: str = Field("127.0.0.1", description="Interface of the OpenAI-compatible and control-plane API.")
+    port: int | None = Field(
+        8080, ge=0, le=65535, description="HTTP port; 0 picks a free one (tests); None turns HTTP off."
+    )
+
+
+class TargetsSection(_Section):
+    connect_timeout_s: float = Field(2.0, gt=0, description="TCP connect to a model endpoint.")
+    first_token_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Until a streamed answer's first event, or a whole non-streamed answer; past it "
+        "the next candidate is tried (nothing has reached the caller yet).",
+    )
+    read_timeout_s: float = Field(60.0, gt=0, description="Longest silence inside a streamed answer.")
+    health_interval_s: float = Field(5.0, gt=0, description="How often every endpoint's health is probed.")
+    breaker_failures: int = Field(3, gt=0, description="Consecutive failures that take an endpoint out.")
+    breaker_open_s: float = Field(
+        5.0, gt=0, description="First back-off before one trial request; doubles per failed trial."
+    )
+    latency_alpha: float = Field(
+        0.2, gt=0, le=1, description="Weight of the newest sample in the measured-latency moving average."
+    )
+    default_output_tokens: int = Field(
+        256, gt=0, description="Completion length assumed for cost estimates when max_tokens is unset."
+    )
+    max_connections: int = Field(512, gt=0, description="Open HTTP connections to all endpoints together.")
+
+
+class AffinitySection(_Section):
+    store: Literal["memory", "redis"] = Field(
+        "memory", description="Where pins live: this process, or Redis shared by every replica."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Used when store is redis.")
+    ttl_s: float = Field(1800.0, gt=0, description="A pin expires after this long without a request.")
+    max_keys: int = Field(100_000, gt=0, description="Memory store: most pins kept (least recent go first).")
 
 
 class Config(BaseSettings):
@@ -100,6 +141,9 @@ class Config(BaseSettings):
     batching: BatchingSection = BatchingSection()
     limits: LimitsSection = LimitsSection()
     routers: RoutersSection = RoutersSection()
+    http: HttpSection = HttpSection()
+    targets: TargetsSection = TargetsSection()
+    affinity: AffinitySection = AffinitySection()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -117,11 +161,18 @@ class Config(BaseSettings):
         return self
 
 
+def env_secret(name: str | None) -> str | None:
+    """A secret named by its environment variable (API keys are never written in config files)."""
+    return os.environ.get(name) if name else None
+
+
 def _flag_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskrouter-serve", description="Run the taskrouter gRPC service.")
     parser.add_argument("--config", type=Path, help="YAML config file (sections as in server/config.py)")
     parser.add_argument("--host", dest="server.host")
     parser.add_argument("--port", dest="server.port", type=int)
+    parser.add_argument("--http-port", dest="http.port", type=int)
+    parser.add_argument("--catalog", dest="routers.catalog", type=Path)
     parser.add_argument("--checkpoint", dest="model.checkpoint", type=Path)
     parser.add_argument("--device", dest="model.device")
     parser.add_argument("--routers-dir", dest="routers.dir", type=Path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -19,36 +19,72 @@ log = logging.getLogger(__name__)
 
 class TaskRouterError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    # The same error on the HTTP API: status and the error id hosted APIs use ("invalid_argument").
+    http_status: int = 500
+    http_id: str = "unknown"
 
 
 class InvalidInput(TaskRouterError):
+    http_status = 400
+    http_id = "invalid_argument"
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class NotFound(TaskRouterError):
+    http_status = 404
+    http_id = "not_found"
     code = grpc.StatusCode.NOT_FOUND
 
 
 class AlreadyExists(TaskRouterError):
+    http_status = 409
+    http_id = "already_exists"
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
 class Overloaded(TaskRouterError):
+    http_status = 429
+    http_id = "resource_exhausted"
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class NotReady(TaskRouterError):
+    http_status = 503
+    http_id = "unavailable"
     code = grpc.StatusCode.UNAVAILABLE
 
 
 class InferenceFailed(TaskRouterError):
     """The model failed on a batch; every caller in it gets this, with the cause."""
 
+    http_id = "internal"
     code = grpc.StatusCode.INTERNAL
 
 
 class TargetUnavailable(TaskRouterError):
+    """Every candidate model failed or was skipped; `attempts` says what was tried."""
+
+    http_status = 503
+    http_id = "unavailable"
     code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, attempts: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.attempts = list(attempts)
+
+
+class UpstreamRejected(TaskRouterError):
+    """A model answered with a non-retryable error (a 4xx other than 429): the request itself is at
+    fault, so no other model is tried and the caller gets the upstream status and body."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    http_id = "upstream_rejected"
+
+    def __init__(self, status: int, body: Any, model: str) -> None:
+        super().__init__(f"model {model!r} rejected the request with HTTP {status}: {body}")
+        self.http_status = status
+        self.body = body
+        self.model = model
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
@@ -71,3 +107,22 @@ def grpc_errors(method: Handler) -> Handler:
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log")
 
     return wrapper  # type: ignore[return-value]
+
+
+def http_error(exc: TaskRouterError | None, shape: str, message: str | None = None) -> tuple[int, Any]:
+    """(status, body) for the HTTP APIs. shape "openai": {"error": {message, type, code}} as OpenAI
+    clients expect; shape "v2": {"id", "message", "request_id"} as hosted routers' control plane
+    answers. `exc` None is a bug (500, with `message` carrying the log reference)."""
+    status = exc.http_status if exc is not None else 500
+    ident = exc.http_id if exc is not None else "internal"
+    text = message or str(exc)
+    if shape == "v2":
+        if isinstance(exc, AlreadyExists):
+            status, ident = 400, "invalid_argument"  # what the hosted API answers for a taken name
+        return status, {"id": ident, "message": text, "request_id": uuid.uuid4().hex}
+    if isinstance(exc, UpstreamRejected) and isinstance(exc.body, dict) and "error" in exc.body:
+        return status, exc.body  # the model's own error, unchanged
+    error: dict[str, Any] = {"message": text, "type": ident, "code": status}
+    if isinstance(exc, TargetUnavailable):
+        error["attempts"] = exc.attempts
+    return status, {"error": error}

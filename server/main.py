@@ -1,22 +1,28 @@
-"""Entry point: build_server(cfg) -> (server, port, app); serve(); health, reflection, graceful stop.
+"""Entry point: build_server(cfg) -> Service (gRPC server, HTTP server, app); serve(); health,
+reflection, graceful stop.
 
-The port opens before the model loads so that orchestrators can watch grpc.health.v1 go from
+The ports open before the model loads so that orchestrators can watch grpc.health.v1 go from
 NOT_SERVING to SERVING; classification answers UNAVAILABLE until then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
+import uvicorn
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.app import SERVICE_NAME, App
 from server.config import Config, load_config
+from server.http import build_http_app
 from server.service import TaskRouterService
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
@@ -26,9 +32,48 @@ log = logging.getLogger(__name__)
 GRACE_S = 5.0
 
 
-async def build_server(cfg: Config) -> tuple[grpc.aio.Server, int, App]:
-    """Create the server with every service registered and health NOT_SERVING; the caller starts it
-    and then awaits `app.load()`."""
+@dataclass
+class Service:
+    app: App
+    grpc_server: grpc.aio.Server
+    port: int
+    http_port: int | None  # None when HTTP is off
+    _http: uvicorn.Server | None = None
+    _http_socket: socket.socket | None = None
+    _http_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.grpc_server.start()
+        if self._http is not None:
+            self._http_task = asyncio.create_task(self._http.serve(sockets=[self._http_socket]))
+
+    async def stop(self, grace_s: float) -> None:
+        """NOT_SERVING, stop taking requests, let in-flight ones finish (up to grace_s), release all."""
+        await self.app.set_serving(False)
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._http_task
+        await self.grpc_server.stop(grace_s)
+        await self.app.stop()
+
+
+def _http_server(cfg: Config, app: App) -> tuple[uvicorn.Server, socket.socket, int]:
+    # The socket is bound here, not by uvicorn, so that port 0 resolves before serving starts.
+    sock = socket.create_server((cfg.http.host, cfg.http.port or 0), reuse_port=False)
+    config = uvicorn.Config(
+        build_http_app(app),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config), sock, sock.getsockname()[1]
+
+
+async def build_server(cfg: Config) -> Service:
+    """Create the servers with every service registered and health NOT_SERVING; the caller starts
+    them (`Service.start`) and then awaits `app.load()`."""
     app = App(cfg)
     limit = cfg.server.max_message_bytes
     server = grpc.aio.server(
@@ -48,13 +93,22 @@ async def build_server(cfg: Config) -> tuple[grpc.aio.Server, int, App]:
     port = server.add_insecure_port(f"{cfg.server.host}:{cfg.server.port}")
     if port == 0:
         raise RuntimeError(f"cannot listen on {cfg.server.host}:{cfg.server.port}")
-    return server, port, app
+    service = Service(app, server, port, None)
+    if cfg.http.port is not None:
+        service._http, service._http_socket, service.http_port = _http_server(cfg, app)
+    return service
 
 
 async def serve(cfg: Config) -> None:
-    server, port, app = await build_server(cfg)
-    await server.start()
-    log.info("listening on %s:%d; loading the classifier", cfg.server.host, port)
+    service = await build_server(cfg)
+    await service.start()
+    app = service.app
+    log.info(
+        "listening on %s:%d (gRPC)%s; loading the classifier",
+        cfg.server.host,
+        service.port,
+        f" and {cfg.http.host}:{service.http_port} (HTTP)" if service.http_port else "",
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,14 +119,12 @@ async def serve(cfg: Config) -> None:
     if failed:
         log.error("start-up failed: %s", load.exception())
     elif load.done():
-        log.info("%s SERVING on %s:%d", SERVICE_NAME, cfg.server.host, port)
+        log.info("%s SERVING on %s:%d", SERVICE_NAME, cfg.server.host, service.port)
         await stop.wait()
     else:
         load.cancel()  # stopped while still loading
     log.info("shutting down: NOT_SERVING, finishing in-flight requests (up to %.0fs)", GRACE_S)
-    await app.set_serving(False)
-    await server.stop(GRACE_S)
-    await app.stop()
+    await service.stop(GRACE_S)
     if failed:
         raise SystemExit(1)
 

@@ -1,63 +1,72 @@
-"""Selection policies: order a task's model pool by price, speed, or the operator's list order."""
+"""Selection policies: order a task's pool at request time by the request's estimated cost, by
+measured speed, or by the operator's list order; then drop the candidates that cannot take it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
+from server.targets import Catalog, LatencyStats
 
 PREFERENCES = ("cheapest", "fastest")
+MANUAL = "manual"
+# Rough tokens per character of English text, and the per-message overhead of chat templates: an
+# estimate good enough to price a request before a tokenizer of the target model has seen it.
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    input_price_per_mtok: float
-    output_price_per_mtok: float
-    latency_ms: float
-
-    @property
-    def blended_price_per_mtok(self) -> float:
-        """Price of a typical request mix: three input tokens for every output token."""
-        return (3.0 * self.input_price_per_mtok + self.output_price_per_mtok) / 4.0
+def estimate_input_tokens(contents: Sequence[str]) -> int:
+    return sum(len(c) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for c in contents)
 
 
-@dataclass(frozen=True)
-class Catalog:
-    models: Mapping[str, ModelInfo]
-
-    def known(self) -> str:
-        return ", ".join(sorted(self.models))
-
-
-def load_catalog(path: Path) -> Catalog:
-    """Read the model catalog YAML ({models: {name: {input_price_per_mtok, ...}}})."""
-    raw = yaml.safe_load(path.read_text()) or {}
-    entries = raw.get("models") if isinstance(raw, dict) else None
-    if not isinstance(entries, dict) or not entries:
-        raise ValueError(
-            f"{path}: expected a non-empty 'models:' mapping of model name -> prices and latency"
-        )
-    models = {}
-    for name, info in entries.items():
-        try:
-            models[str(name)] = ModelInfo(name=str(name), **{k: float(v) for k, v in info.items()})
-        except (TypeError, AttributeError, ValueError) as exc:
-            raise ValueError(
-                f"{path}: model {name!r} needs input_price_per_mtok, output_price_per_mtok and latency_ms "
-                f"numbers ({exc})"
-            ) from exc
-    return Catalog(models=models)
-
-
-def order_models(models: Sequence[str], prefer: str | None, catalog: Catalog) -> tuple[str, ...]:
+def order_models(
+    models: Sequence[str],
+    prefer: str | None,
+    catalog: Catalog,
+    stats: LatencyStats,
+    input_tokens: int,
+    output_tokens: int,
+) -> tuple[str, ...]:
     """The pool in the order to try it. Ties keep the operator's list order (the sort is stable)."""
-    if prefer is None:
+    if prefer is None or prefer == MANUAL:
         return tuple(models)
     if prefer == "cheapest":
-        return tuple(sorted(models, key=lambda m: catalog.models[m].blended_price_per_mtok))
+        return tuple(sorted(models, key=lambda m: catalog.models[m].cost_usd(input_tokens, output_tokens)))
     if prefer == "fastest":
-        return tuple(sorted(models, key=lambda m: catalog.models[m].latency_ms))
+        return tuple(sorted(models, key=lambda m: stats.expected_ms(m, catalog.models[m].latency_ms)))
     raise ValueError(f"unknown preference {prefer!r}; allowed: {', '.join(PREFERENCES)}")
+
+
+@dataclass(frozen=True)
+class Skip:
+    model: str
+    reason: str
+
+
+def admissible(
+    models: Sequence[str],
+    catalog: Catalog,
+    healthy: Callable[[str], bool],
+    input_tokens: int,
+    output_tokens: int,
+    max_cost_usd: float | None,
+) -> tuple[list[str], list[Skip]]:
+    """Split ordered candidates into those that can take the request and why the others cannot:
+    unhealthy, too small a context window, or over the cost cap."""
+    keep: list[str] = []
+    skipped: list[Skip] = []
+    for model in models:
+        info = catalog.models[model]
+        cost = info.cost_usd(input_tokens, output_tokens)
+        if not healthy(model):
+            skipped.append(Skip(model, "unhealthy"))
+        elif input_tokens + output_tokens > info.context_tokens:
+            skipped.append(
+                Skip(model, f"needs ~{input_tokens + output_tokens} tokens; context is {info.context_tokens}")
+            )
+        elif max_cost_usd is not None and cost > max_cost_usd:
+            skipped.append(Skip(model, f"estimated ${cost:.6f} exceeds the cap ${max_cost_usd:.6f}"))
+        else:
+            keep.append(model)
+    return keep, skipped

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -14,8 +15,9 @@ import torch
 
 from models import match_probabilities
 from server.errors import AlreadyExists, NotFound
-from server.policies import Catalog, order_models
+from server.policies import MANUAL
 from server.routers import FALLBACK, RouterSpec
+from server.targets import Catalog
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class CompiledRouter:
     prototypes: torch.Tensor  # [T, D] on the engine's device
     threshold: float
     temperature: float
-    pools: tuple[tuple[str, ...], ...]  # per task, ordered by its selection policy
+    uuid: str  # stable across updates; the HTTP control plane addresses routers by it
     create_time: float
     update_time: float
 
@@ -58,12 +60,12 @@ class CompiledRouter:
             best.task if matched else FALLBACK, matched, scores, float(fallback[0]), self.threshold
         )
 
-    def candidates(self, decision: Decision) -> tuple[tuple[str, ...], str]:
-        """(models to try, best first; how they were ordered) for a decision of this router."""
+    def pool(self, decision: Decision) -> tuple[tuple[str, ...], str]:
+        """(the matched task's models in list order, its selection policy), or the fallback models."""
         if not decision.matched:
             return self.spec.fallback_models, FALLBACK
-        index = next(i for i, t in enumerate(self.spec.tasks) if t.name == decision.task)
-        return self.pools[index], self.spec.tasks[index].prefer or "manual"
+        task = next(t for t in self.spec.tasks if t.name == decision.task)
+        return task.models, task.prefer or MANUAL
 
 
 Compile = Callable[[RouterSpec], Awaitable[torch.Tensor]]
@@ -90,7 +92,15 @@ class RouterRegistry:
     def list(self) -> list[CompiledRouter]:
         return [self._routers[name] for name in sorted(self._routers)]
 
-    async def _build(self, spec: RouterSpec, version: int, created: float | None) -> CompiledRouter:
+    def by_uuid(self, router_uuid: str) -> CompiledRouter:
+        for router in self._routers.values():
+            if router.uuid == router_uuid:
+                return router
+        raise NotFound(f"no router with uuid {router_uuid!r}")
+
+    async def _build(
+        self, spec: RouterSpec, version: int, created: float | None, router_uuid: str | None = None
+    ) -> CompiledRouter:
         prototypes = await self._compile(spec)
         now = time.time()
         return CompiledRouter(
@@ -99,7 +109,7 @@ class RouterRegistry:
             prototypes=prototypes,
             threshold=self._default_threshold if spec.threshold is None else spec.threshold,
             temperature=self._temperature,
-            pools=tuple(order_models(t.models, t.prefer, self.catalog) for t in spec.tasks),
+            uuid=router_uuid or str(uuid.uuid4()),
             create_time=now if created is None else created,
             update_time=now,
         )
@@ -112,10 +122,14 @@ class RouterRegistry:
             self._routers[spec.name] = router
             return router
 
-    async def update(self, spec: RouterSpec) -> CompiledRouter:
+    async def update(self, spec: RouterSpec, current_name: str | None = None) -> CompiledRouter:
+        """Replace a definition; `current_name` (the HTTP API's PUT by uuid) allows a rename."""
         async with self._lock:
-            old = self.get(spec.name)
-            router = await self._build(spec, version=old.version + 1, created=old.create_time)
+            old = self.get(current_name or spec.name)
+            if spec.name != old.spec.name and spec.name in self._routers:
+                raise AlreadyExists(f"router {spec.name!r} already exists; choose another name")
+            router = await self._build(spec, old.version + 1, old.create_time, old.uuid)
+            del self._routers[old.spec.name]
             self._routers[spec.name] = router
             return router
 

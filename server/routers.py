@@ -5,6 +5,7 @@ The accepted shape is the one operators know from hosted inference routers:
     name: support
     description: ...
     threshold: 0.2                 # optional no-match threshold
+    max_cost_usd: 0.01             # optional: skip candidates whose estimated cost exceeds it
     policies:
       - custom_task: {name: classify, description: ..., examples: [...]}
         models: [model-a, model-b]  # 1 to 3, from the catalog
@@ -24,7 +25,8 @@ from typing import Any
 import yaml
 
 from server.errors import InvalidInput
-from server.policies import PREFERENCES, Catalog
+from server.policies import PREFERENCES
+from server.targets import Catalog
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -35,7 +37,7 @@ MAX_EXAMPLES = 64
 MAX_TEXT_CHARS = 4000
 ROUTER_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
-_ROUTER_KEYS = {"name", "description", "policies", "fallback_models", "threshold"}
+_ROUTER_KEYS = {"name", "description", "policies", "fallback_models", "threshold", "max_cost_usd"}
 _POLICY_KEYS = {"custom_task", "models", "selection_policy"}
 _TASK_KEYS = {"name", "description", "examples"}
 
@@ -56,6 +58,7 @@ class RouterSpec:
     tasks: tuple[TaskSpec, ...]
     fallback_models: tuple[str, ...]
     threshold: float | None
+    max_cost_usd: float | None = None  # per-request cap on a candidate's estimated cost
 
     def to_dict(self) -> dict[str, Any]:
         """The definition in operator format (what a YAML file or Router message holds)."""
@@ -76,6 +79,8 @@ class RouterSpec:
         }
         if self.threshold is not None:
             out["threshold"] = self.threshold
+        if self.max_cost_usd is not None:
+            out["max_cost_usd"] = self.max_cost_usd
         return out
 
 
@@ -178,7 +183,12 @@ def parse_router(raw: Any, catalog: Catalog) -> RouterSpec:
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not -1 <= threshold <= 1:
             raise checker.fail("threshold", f"is {threshold!r}; use a number in [-1, 1] or omit it")
         threshold = float(threshold)
-    return RouterSpec(name, description, tasks, fallback, threshold)
+    max_cost = raw.get("max_cost_usd")
+    if max_cost is not None:
+        if isinstance(max_cost, bool) or not isinstance(max_cost, int | float) or max_cost <= 0:
+            raise checker.fail("max_cost_usd", f"is {max_cost!r}; use a positive number of USD or omit it")
+        max_cost = float(max_cost)
+    return RouterSpec(name, description, tasks, fallback, threshold, max_cost)
 
 
 def read_router_file(path: Path, catalog: Catalog) -> RouterSpec:

@@ -9,16 +9,17 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf import json_format
 
-from models import ALLOWED_ROLES, ChatMessage, PromptInput
+from models import ChatMessage, PromptInput
 from server.app import App
 from server.batching import BatchInfo
 from server.errors import InvalidInput, grpc_errors
+from server.pipeline import Classified, classify, lookup_router, plan, validate_messages
 from server.registry import CompiledRouter, Decision
 from server.routers import RouterSpec, parse_router
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
-_OUTPUT_ONLY = ("version", "create_time", "update_time")
+_OUTPUT_ONLY = ("version", "create_time", "update_time", "uuid")
 _Input = pb.ClassifyRequest | pb.RouteRequest
 
 
@@ -33,37 +34,17 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     # ---- request validation -------------------------------------------------------------------
 
     def _messages(self, request: _Input, where: str = "") -> list[ChatMessage]:
-        limits = self.app.cfg.limits
         if request.prompt and request.messages:
             raise InvalidInput(f"{where}set either prompt or messages, not both")
         if request.prompt:
             messages = [ChatMessage("user", request.prompt)]
         else:
             messages = [ChatMessage(m.role, m.content) for m in request.messages]
-        if len(messages) > limits.max_messages:
-            raise InvalidInput(f"{where}{len(messages)} messages; at most {limits.max_messages} allowed")
-        size = 0
-        for i, message in enumerate(messages):
-            if message.role not in ALLOWED_ROLES:
-                raise InvalidInput(
-                    f"{where}messages[{i}].role {message.role!r} is not allowed; use one of: "
-                    + ", ".join(ALLOWED_ROLES)
-                )
-            size += len(message.content.encode("utf-8"))
-        if size > limits.max_prompt_bytes:
-            raise InvalidInput(
-                f"{where}prompt is {size} bytes; at most {limits.max_prompt_bytes} bytes are accepted "
-                f"(the classifier reads only its first tokens)"
-            )
-        if not any(m.content.strip() for m in messages):
-            raise InvalidInput(f"{where}prompt is empty: set prompt, or messages with non-empty content")
+        validate_messages(messages, self.app.cfg.limits, where)
         return messages
 
     def _router(self, name: str, where: str = "") -> CompiledRouter:
-        if not name:
-            known = ", ".join(r.spec.name for r in self.app.registry.list()) or "none"
-            raise InvalidInput(f"{where}router is required; known: {known}")
-        return self.app.registry.get(name)
+        return lookup_router(self.app, name, where)
 
     # ---- classification -----------------------------------------------------------------------
 
@@ -97,21 +78,16 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             router_version=router.version,
         )
 
-    async def _classify(self, request: _Input) -> tuple[CompiledRouter, Decision, pb.ClassifyResponse]:
-        received = time.perf_counter()
-        router = self._router(request.router)
+    async def _classify(self, request: _Input) -> tuple[Classified, pb.ClassifyResponse, list[ChatMessage]]:
         messages = self._messages(request)
-        prompt = self.app.engine.prepare(messages)
-        tokenize_ms = _ms(time.perf_counter() - received)
-        sims, info = await self.app.batcher.submit((prompt, router.prototypes), prompt.n_tokens)
-        decision = router.decide(sims)
-        return router, decision, self._response(router, decision, prompt, info, tokenize_ms, received)
+        c = await classify(self.app, request.router, messages)
+        return c, self._response(c.router, c.decision, c.prompt, c.info, c.tokenize_ms, c.received), messages
 
     @grpc_errors
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
-        return (await self._classify(request))[2]
+        return (await self._classify(request))[1]
 
     @grpc_errors
     async def ClassifyBatch(
@@ -142,9 +118,14 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
 
     @grpc_errors
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
-        router, decision, classification = await self._classify(request)
-        models, policy = router.candidates(decision)
-        return pb.RouteResponse(classification=classification, models=models, selection_policy=policy)
+        c, classification, messages = await self._classify(request)
+        planned = plan(self.app, c.router, c.decision, messages)
+        return pb.RouteResponse(
+            classification=classification,
+            models=planned.models,
+            selection_policy=planned.policy,
+            skipped=[pb.SkippedModel(model=s.model, reason=s.reason) for s in planned.skipped],
+        )
 
     # ---- router management --------------------------------------------------------------------
 
@@ -152,6 +133,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     def _to_proto(router: CompiledRouter) -> pb.Router:
         message = json_format.ParseDict(router.spec.to_dict(), pb.Router())
         message.version = router.version
+        message.uuid = router.uuid
         message.create_time.FromNanoseconds(int(router.create_time * 1e9))
         message.update_time.FromNanoseconds(int(router.update_time * 1e9))
         return message

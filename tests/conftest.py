@@ -1,4 +1,4 @@
-"""Shared fixtures: the real gRPC server from build_server(cfg), on 127.0.0.1 with a free port."""
+"""Shared fixtures: the real service from build_server(cfg), gRPC and HTTP on 127.0.0.1, free ports."""
 
 from __future__ import annotations
 
@@ -27,12 +27,14 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.server, self.port, self.app = self.call(build_server(cfg))
-        self.call(self.server.start())
+        self.service = self.call(build_server(cfg))
+        self.port, self.http_port, self.app = self.service.port, self.service.http_port, self.service.app
+        self.call(self.service.start())
         self.channel = grpc.insecure_channel(
             f"127.0.0.1:{self.port}", options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
         )
         self.stub = pb_grpc.TaskRouterStub(self.channel)
+        self._stopped = False
 
     def call(self, coro: Any, timeout: float = 300) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -42,9 +44,11 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self.channel.close()
-        self.call(self.server.stop(1))
-        self.call(self.app.stop())
+        self.call(self.service.stop(1))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
@@ -52,7 +56,8 @@ class ServerThread:
 def make_config(**sections: Any) -> Config:
     """Config for a test server: a free port on loopback, plus any section overrides."""
     server = {"host": "127.0.0.1", "port": 0, **sections.pop("server", {})}
-    return load_config([], server=server, **sections)
+    http = {"host": "127.0.0.1", "port": 0, **sections.pop("http", {})}
+    return load_config([], server=server, http=http, **sections)
 
 
 @pytest.fixture(scope="session")

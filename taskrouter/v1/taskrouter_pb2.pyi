@@ -98,14 +98,24 @@ class RouteRequest(_message.Message):
     def __init__(self, router: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., prompt: _Optional[str] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("classification", "models", "selection_policy")
+    __slots__ = ("classification", "models", "selection_policy", "skipped")
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     SELECTION_POLICY_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     classification: ClassifyResponse
     models: _containers.RepeatedScalarFieldContainer[str]
     selection_policy: str
-    def __init__(self, classification: _Optional[_Union[ClassifyResponse, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., selection_policy: _Optional[str] = ...) -> None: ...
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedModel]
+    def __init__(self, classification: _Optional[_Union[ClassifyResponse, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., selection_policy: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[SkippedModel, _Mapping]]] = ...) -> None: ...
+
+class SkippedModel(_message.Message):
+    __slots__ = ("model", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CustomTask(_message.Message):
     __slots__ = ("name", "description", "examples")
@@ -134,24 +144,28 @@ class Policy(_message.Message):
     def __init__(self, custom_task: _Optional[_Union[CustomTask, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., selection_policy: _Optional[_Union[SelectionPolicy, _Mapping]] = ...) -> None: ...
 
 class Router(_message.Message):
-    __slots__ = ("name", "description", "policies", "fallback_models", "threshold", "version", "create_time", "update_time")
+    __slots__ = ("name", "description", "policies", "fallback_models", "threshold", "max_cost_usd", "version", "create_time", "update_time", "uuid")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     policies: _containers.RepeatedCompositeFieldContainer[Policy]
     fallback_models: _containers.RepeatedScalarFieldContainer[str]
     threshold: float
+    max_cost_usd: float
     version: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., fallback_models: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    uuid: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., fallback_models: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uuid: _Optional[str] = ...) -> None: ...
 
 class CreateRouterRequest(_message.Message):
     __slots__ = ("router",)

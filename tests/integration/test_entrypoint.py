@@ -24,7 +24,7 @@ Served = tuple[subprocess.Popen[str], int, list[str], threading.Thread]
 @pytest.fixture(scope="module")
 def cli_server() -> Iterator[Served]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.main", "--port", "0"],
+        [sys.executable, "-m", "server.main", "--port", "0", "--http-port", "0"],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -91,7 +91,17 @@ def test_a_broken_router_file_stops_start_up_naming_file_and_field(tmp_path: Pat
         "fallback_models: [gpt-4o-mini]\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "server.main", "--port", "0", "--routers-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "server.main",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--routers-dir",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -44,9 +44,9 @@ def router(definition: dict) -> pb.Router:
 def test_router_lifecycle(stub: pb_grpc.TaskRouterStub) -> None:
     created = stub.CreateRouter(pb.CreateRouterRequest(router=router(DEFINITION)))
     try:
-        assert created.version == 1 and created.create_time.seconds > 0
+        assert created.version == 1 and created.create_time.seconds > 0 and len(created.uuid) == 36
         as_dict = json_format.MessageToDict(created, preserving_proto_field_name=True)
-        for key in ("version", "create_time", "update_time"):
+        for key in ("version", "create_time", "update_time", "uuid"):
             as_dict.pop(key)
         assert as_dict == DEFINITION
         assert stub.GetRouter(pb.GetRouterRequest(name="helpdesk-test")) == created

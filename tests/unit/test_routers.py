@@ -12,12 +12,12 @@ import yaml
 
 from server.config import DEFAULTS_DIR
 from server.errors import InvalidInput
-from server.policies import Catalog, ModelInfo, load_catalog
 from server.routers import load_router_dir, parse_router, read_router_file
+from server.targets import Catalog, load_catalog
 
 CATALOG = Catalog(
-    {
-        n: ModelInfo(n, p, p, lat)
+    models={
+        n: {"input_price_per_mtok": p, "output_price_per_mtok": p, "latency_ms": lat}
         for n, p, lat in [("a", 1.0, 300), ("b", 0.5, 200), ("c", 2.0, 100), ("d", 1, 1)]
     }
 )

@@ -1,0 +1,160 @@
+"""The fallback chain: send a chat request to the planned models in order until one answers.
+
+Before the first token reaches the caller, a timeout, connection error, 429 or 5xx moves on to the next
+candidate (and counts against that endpoint's circuit breaker). After it, nothing is replayed: a broken
+stream ends with an error event, so the caller never sees duplicated output. Every attempt is recorded
+and reported with the answer."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from server.chat import Routed
+from server.errors import TargetUnavailable, UpstreamRejected
+from server.policies import Skip
+from server.targets import Endpoint, ModelInfo, Targets, UpstreamError
+from server.targets import upstream as protocol
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    model: str
+    endpoint: str | None
+    outcome: str  # "ok", "timeout", "HTTP 503", "skipped: unhealthy", ...
+    ms: float
+
+
+def describe(attempts: Sequence[Attempt]) -> str:
+    return ", ".join(f"{a.model} ({a.outcome})" for a in attempts) or "no candidates"
+
+
+class Forwarder:
+    def __init__(self, targets: Targets) -> None:
+        self.targets = targets
+
+    def _body(self, body: dict[str, Any], model: ModelInfo, stream: bool) -> dict[str, Any]:
+        out = copy.deepcopy(body)
+        out["model"] = model.upstream_name
+        out["stream"] = stream
+        if stream:
+            # Ask for the usage chunk at the end: the attribution (tokens, cost) comes from it.
+            out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
+        return out
+
+    async def _try_each(
+        self,
+        models: Sequence[str],
+        skipped: Sequence[Skip],
+        call: Callable[[Endpoint, ModelInfo], Awaitable[T]],
+    ) -> tuple[ModelInfo, Endpoint, T, list[Attempt]]:
+        attempts = [Attempt(s.model, None, f"skipped: {s.reason}", 0.0) for s in skipped]
+        for name in models:
+            info = self.targets.model(name)
+            pool = self.targets.pool_of(name)
+            endpoint = pool.pick() if pool is not None else None
+            if endpoint is None:
+                reason = "no pool configured" if pool is None else "no endpoint available"
+                attempts.append(Attempt(name, None, f"skipped: {reason}", 0.0))
+                continue
+            endpoint.breaker.begin()
+            endpoint.outstanding += 1
+            started = time.perf_counter()
+            try:
+                result = await call(endpoint, info)
+            except UpstreamError as exc:
+                endpoint.outstanding -= 1
+                ms = (time.perf_counter() - started) * 1e3
+                attempts.append(Attempt(name, endpoint.base_url, exc.reason, ms))
+                if not exc.retryable:
+                    endpoint.breaker.success()  # it answered; the request itself was refused
+                    raise UpstreamRejected(exc.status or 502, exc.body, name) from exc
+                endpoint.breaker.failure()
+                continue
+            ms = (time.perf_counter() - started) * 1e3
+            endpoint.breaker.success()
+            attempts.append(Attempt(name, endpoint.base_url, "ok", ms))
+            return info, endpoint, result, attempts
+        raise TargetUnavailable(
+            f"every candidate model failed: {describe(attempts)}", [asdict(a) for a in attempts]
+        )
+
+    async def complete(
+        self, models: Sequence[str], skipped: Sequence[Skip], body: dict[str, Any]
+    ) -> tuple[ModelInfo, dict[str, Any], list[Attempt]]:
+        client, timeouts = self.targets.client, self.targets.timeouts
+        assert client is not None
+
+        async def call(endpoint: Endpoint, info: ModelInfo) -> dict[str, Any]:
+            return await protocol.complete(client, endpoint, self._body(body, info, False), timeouts)
+
+        info, endpoint, answer, attempts = await self._try_each(models, skipped, call)
+        endpoint.outstanding -= 1
+        self.targets.stats.record_latency(info.name, attempts[-1].ms)
+        return info, answer, attempts
+
+    async def stream(
+        self, models: Sequence[str], skipped: Sequence[Skip], body: dict[str, Any]
+    ) -> tuple[ModelInfo, ForwardedStream, list[Attempt]]:
+        """The model that answered, its open stream (first event already in), and the attempts."""
+        client, timeouts = self.targets.client, self.targets.timeouts
+        assert client is not None
+
+        async def call(endpoint: Endpoint, info: ModelInfo) -> protocol.Stream:
+            return await protocol.open_stream(client, endpoint, self._body(body, info, True), timeouts)
+
+        info, endpoint, upstream, attempts = await self._try_each(models, skipped, call)
+        self.targets.stats.record_ttft(info.name, attempts[-1].ms)
+        return info, ForwardedStream(endpoint, upstream), attempts
+
+
+class ForwardedStream:
+    """The events of a committed stream. Always `close()` it (it frees the endpoint's slot)."""
+
+    def __init__(self, endpoint: Endpoint, upstream: protocol.Stream) -> None:
+        self._endpoint = endpoint
+        self._upstream = upstream
+        self._closed = False
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Raises UpstreamError(retryable=False) if the stream breaks after the first event."""
+        yield self._upstream.first
+        try:
+            async for event in self._upstream.rest():
+                yield event
+        except UpstreamError:
+            self._endpoint.breaker.failure()
+            raise
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._endpoint.outstanding -= 1
+            await self._upstream.close()
+
+
+def attribution(
+    routed: Routed,
+    model: ModelInfo,
+    usage: dict[str, Any] | None,
+    attempts: Sequence[Attempt],
+) -> dict[str, Any]:
+    """Who served the request and what it cost, from the upstream's token counts and catalogue prices."""
+    prompt_tokens = int((usage or {}).get("prompt_tokens") or 0)
+    completion_tokens = int((usage or {}).get("completion_tokens") or 0)
+    return {
+        "router": routed.router,
+        "task": routed.task,
+        "model": model.name,
+        "pinned": routed.pinned,
+        "affinity_key": routed.affinity_key,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_usd": round(model.cost_usd(prompt_tokens, completion_tokens), 10),
+        "attempts": [asdict(a) for a in attempts],
+    }

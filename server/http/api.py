@@ -1,0 +1,45 @@
+"""The FastAPI application: both route groups plus the error mapping (one handler per API shape)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from server.app import App
+from server.errors import InvalidInput, TaskRouterError, http_error
+from server.http.control_plane import PREFIX, ControlPlane
+from server.http.openai_front import OpenAIFront
+
+log = logging.getLogger(__name__)
+
+
+def build_http_app(app: App) -> FastAPI:
+    http = FastAPI(title="taskrouter", docs_url="/docs", redoc_url=None)
+    http.include_router(OpenAIFront(app).routes())
+    http.include_router(ControlPlane(app).routes())
+
+    def shape(request: Request) -> str:
+        return "v2" if request.url.path.startswith(PREFIX) else "openai"
+
+    @http.exception_handler(TaskRouterError)
+    async def domain_error(request: Request, exc: TaskRouterError) -> JSONResponse:
+        status, body = http_error(exc, shape(request))
+        return JSONResponse(body, status_code=status)
+
+    @http.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, body = http_error(InvalidInput(str(exc.errors())), shape(request))
+        return JSONResponse(body, status_code=status)
+
+    @http.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("unhandled error on %s (ref %s)", request.url.path, ref)
+        status, body = http_error(None, shape(request), f"internal error (ref {ref}); see the server log")
+        return JSONResponse(body, status_code=status)
+
+    return http

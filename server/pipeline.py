@@ -1,0 +1,102 @@
+"""One request's path, shared by the gRPC servicer and the HTTP API: validate the conversation,
+classify it against a router, and list the models to try in policy order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from models import ALLOWED_ROLES, ChatMessage, PromptInput
+from server.app import App
+from server.batching import BatchInfo
+from server.config import LimitsSection
+from server.errors import InvalidInput
+from server.policies import PREFERENCES, Skip, admissible, estimate_input_tokens, order_models
+from server.registry import CompiledRouter, Decision
+
+
+def validate_messages(messages: Sequence[ChatMessage], limits: LimitsSection, where: str = "") -> None:
+    """Raise InvalidInput naming the first problem: too many messages, a bad role, too many bytes,
+    nothing to classify."""
+    if len(messages) > limits.max_messages:
+        raise InvalidInput(f"{where}{len(messages)} messages; at most {limits.max_messages} allowed")
+    size = 0
+    for i, message in enumerate(messages):
+        if message.role not in ALLOWED_ROLES:
+            raise InvalidInput(
+                f"{where}messages[{i}].role {message.role!r} is not allowed; use one of: "
+                + ", ".join(ALLOWED_ROLES)
+            )
+        size += len(message.content.encode("utf-8"))
+    if size > limits.max_prompt_bytes:
+        raise InvalidInput(
+            f"{where}prompt is {size} bytes; at most {limits.max_prompt_bytes} bytes are accepted "
+            f"(the classifier reads only its first tokens)"
+        )
+    if not any(m.content.strip() for m in messages):
+        raise InvalidInput(f"{where}prompt is empty: set prompt, or messages with non-empty content")
+
+
+def lookup_router(app: App, name: str, where: str = "") -> CompiledRouter:
+    if not name:
+        known = ", ".join(r.spec.name for r in app.registry.list()) or "none"
+        raise InvalidInput(f"{where}router is required; known: {known}")
+    return app.registry.get(name)
+
+
+@dataclass(frozen=True)
+class Classified:
+    router: CompiledRouter
+    decision: Decision
+    prompt: PromptInput
+    info: BatchInfo
+    tokenize_ms: float
+    received: float  # perf_counter() when the request arrived
+
+
+async def classify(app: App, router_name: str, messages: Sequence[ChatMessage]) -> Classified:
+    received = time.perf_counter()
+    router = lookup_router(app, router_name)
+    validate_messages(messages, app.cfg.limits)
+    prompt = app.engine.prepare(list(messages))
+    tokenize_ms = (time.perf_counter() - received) * 1e3
+    sims, info = await app.batcher.submit((prompt, router.prototypes), prompt.n_tokens)
+    return Classified(router, router.decide(sims), prompt, info, tokenize_ms, received)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The models to try, best first, and the ones the policy had to leave out (and why)."""
+
+    models: tuple[str, ...]
+    policy: str  # cheapest, fastest, manual or fallback
+    skipped: tuple[Skip, ...]
+    input_tokens: int  # estimates the ordering and the cost cap used
+    output_tokens: int
+
+
+def plan(
+    app: App,
+    router: CompiledRouter,
+    decision: Decision,
+    messages: Sequence[ChatMessage],
+    max_tokens: int | None = None,
+    max_cost_usd: float | None = None,
+    with_fallback: bool = False,
+) -> Plan:
+    """Order the decision's pool by its policy with live signals, then drop what cannot serve it.
+    `with_fallback` (forwarding) appends the router's fallback models after a matched task's pool."""
+    targets = app.targets
+    input_tokens = estimate_input_tokens([m.content for m in messages])
+    output_tokens = max_tokens or app.cfg.targets.default_output_tokens
+    pool, policy = router.pool(decision)
+    prefer = policy if policy in PREFERENCES else None
+    ordered = list(order_models(pool, prefer, targets.catalog, targets.stats, input_tokens, output_tokens))
+    if with_fallback and decision.matched:
+        ordered += [m for m in router.spec.fallback_models if m not in ordered]
+    caps = [c for c in (router.spec.max_cost_usd, max_cost_usd) if c is not None]
+    keep, skipped = admissible(
+        ordered, targets.catalog, targets.healthy, input_tokens, output_tokens, min(caps) if caps else None
+    )
+    return Plan(tuple(keep), policy, tuple(skipped), input_tokens, output_tokens)

@@ -1,0 +1,305 @@
+"""The OpenAI-compatible front end to end: the real service (gRPC + HTTP on loopback) forwards to a
+real OpenAI-protocol server on loopback that fails on command, through the `openai` client and a
+plain HTTP client that reads the SSE stream line by line."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.conftest import ServerThread, make_config
+from tests.fake_openai import FakeOpenAI
+
+MATH = "What is 17 multiplied by 23? Show the arithmetic."
+POEM = "Write a short poem about the autumn sea."
+OFF_TOPIC = "Which train goes from Berlin to Hamburg tonight?"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def service(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    root = tmp_path_factory.mktemp("targets")
+    price = {"input_price_per_mtok": 1.0, "output_price_per_mtok": 1.0, "context_tokens": 4096}
+    catalog = {
+        "pools": {
+            "remote": {"kind": "openai", "base_url": fake.base_url, "api_key_env": "TASKROUTER_TEST_KEY"},
+            "gone": {"kind": "openai", "base_url": f"http://127.0.0.1:{_closed_port()}/v1"},
+        },
+        "models": {
+            "cheap": {**price, "pool": "remote", "upstream": "vendor/cheap-7b", "input_price_per_mtok": 0.1},
+            "strong": {**price, "pool": "remote", "input_price_per_mtok": 5.0, "output_price_per_mtok": 15.0},
+            "backup": {**price, "pool": "remote"},
+            "refused": {**price, "pool": "gone"},
+            "spare": {**price, "pool": "remote"},
+            "routing-only": price,
+        },
+    }
+    (root / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    routers = root / "routers"
+    routers.mkdir()
+    router = {
+        "name": "demo",
+        "description": "test router",
+        "threshold": 0.2,
+        "policies": [
+            {
+                "custom_task": {"name": "math", "description": "Solve a math or arithmetic problem."},
+                "models": ["strong", "cheap"],
+                "selection_policy": {"prefer": "cheapest"},
+            },
+            {
+                "custom_task": {"name": "poem", "description": "Write a poem or other creative writing."},
+                "models": ["refused", "backup", "strong"],
+            },
+        ],
+        "fallback_models": ["spare"],
+    }
+    (routers / "demo.yaml").write_text(yaml.safe_dump(router))
+    os.environ["TASKROUTER_TEST_KEY"] = "sk-test-123"
+    cfg = make_config(
+        routers={"dir": routers, "catalog": root / "catalog.yaml"},
+        # Long health interval: these tests steer health themselves; a huge breaker threshold keeps
+        # one test's failures from taking endpoints out for the next (the breaker has unit tests).
+        targets={"first_token_timeout_s": 1.0, "health_interval_s": 3600, "breaker_failures": 1000},
+    )
+    thread = ServerThread(cfg).load()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def reset(fake: FakeOpenAI) -> FakeOpenAI:
+    fake.reset()
+    return fake
+
+
+def died_since_last_probe(service: ServerThread) -> None:
+    """The start-up probe found the `gone` pool down; pretend it went down after the probe, so the
+    request itself meets the refused connection."""
+    service.app.targets.pools["gone"].endpoints[0].healthy = True
+
+
+@pytest.fixture(scope="module")
+def client(service: ServerThread) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{service.http_port}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def http(service: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{service.http_port}", timeout=30) as c:
+        yield c
+
+
+def test_models_lists_routers_next_to_callable_models(client: openai.OpenAI) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert "router:demo" in ids and {"cheap", "strong", "backup", "spare"} <= set(ids)
+    assert "routing-only" not in ids  # no pool: it can be routed to, not called
+
+
+def test_routed_completion_names_task_model_and_cost(client: openai.OpenAI, reset: FakeOpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="router:demo", messages=[{"role": "user", "content": MATH}]
+    )
+    answer = raw.parse()
+    assert raw.headers["x-model-router-selected-route"] == "math"
+    assert answer.model == "cheap"  # prefer: cheapest, and the catalogue name, not the upstream one
+    assert answer.choices[0].message.content == "Hello from the fake model."
+    assert reset.calls == {"vendor/cheap-7b": 1}
+    assert reset.auth == ["Bearer sk-test-123"]  # the key from the environment variable
+    served = answer.model_extra["taskrouter"]
+    assert served["task"] == "math" and served["model"] == "cheap"
+    assert served["completion_tokens"] == 6 and served["cost_usd"] > 0
+    assert float(raw.headers["x-model-router-cost-usd"]) == pytest.approx(served["cost_usd"])
+
+
+def test_streamed_completion_with_usage(client: openai.OpenAI, reset: FakeOpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="router:demo",
+            messages=[{"role": "user", "content": MATH}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the fake model."
+    assert {c.model for c in chunks} == {"cheap"}
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+    assert chunks[-1].model_extra["taskrouter"]["task"] == "math"
+    assert reset.bodies[0]["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("mode", ["http500", "http429", "slow"])
+def test_failure_before_the_first_token_moves_to_the_next_model(
+    client: openai.OpenAI, reset: FakeOpenAI, mode: str
+) -> None:
+    reset.modes["vendor/cheap-7b"] = mode
+    answer = client.chat.completions.create(model="router:demo", messages=[{"role": "user", "content": MATH}])
+    assert answer.model == "strong"
+    assert reset.calls == {"vendor/cheap-7b": 1, "strong": 1}  # each tried once: nothing lost or doubled
+    attempts = answer.model_extra["taskrouter"]["attempts"]
+    assert [a["model"] for a in attempts] == ["cheap", "strong"]
+    assert attempts[0]["outcome"] == {"http500": "HTTP 500", "http429": "HTTP 429", "slow": "timeout"}[mode]
+
+
+def test_refused_connection_and_broken_stream_fall_through(
+    client: openai.OpenAI, reset: FakeOpenAI, service: ServerThread
+) -> None:
+    died_since_last_probe(service)
+    reset.modes["backup"] = "garbage"  # its stream ends before any event
+    chunks = list(
+        client.chat.completions.create(
+            model="router:demo", messages=[{"role": "user", "content": POEM}], stream=True
+        )
+    )
+    assert {c.model for c in chunks} == {"strong"}
+    assert reset.calls == {"backup": 1, "strong": 1}
+
+
+def test_matched_pool_then_fallback_models(
+    client: openai.OpenAI, reset: FakeOpenAI, service: ServerThread
+) -> None:
+    died_since_last_probe(service)
+    reset.modes.update({"backup": "http500", "strong": "http500"})
+    answer = client.chat.completions.create(model="router:demo", messages=[{"role": "user", "content": POEM}])
+    assert answer.model == "spare"
+    outcomes = [(a["model"], a["outcome"]) for a in answer.model_extra["taskrouter"]["attempts"]]
+    assert outcomes == [
+        ("refused", "connection error"),
+        ("backup", "HTTP 500"),
+        ("strong", "HTTP 500"),
+        ("spare", "ok"),
+    ]
+
+
+def test_every_candidate_failing_is_503_naming_them(client: openai.OpenAI, reset: FakeOpenAI) -> None:
+    reset.modes.update({"vendor/cheap-7b": "http500", "strong": "http429", "spare": "http500"})
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="router:demo", messages=[{"role": "user", "content": MATH}])
+    assert caught.value.status_code == 503
+    message = caught.value.body["message"]
+    assert "cheap (HTTP 500)" in message and "strong (HTTP 429)" in message and "spare (HTTP 500)" in message
+
+
+def test_client_error_is_passed_back_without_trying_others(client: openai.OpenAI, reset: FakeOpenAI) -> None:
+    reset.modes["vendor/cheap-7b"] = "http400"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="router:demo", messages=[{"role": "user", "content": MATH}])
+    assert reset.calls == {"vendor/cheap-7b": 1}
+
+
+def test_stream_broken_after_first_token_is_never_replayed(http: httpx.Client, reset: FakeOpenAI) -> None:
+    reset.modes["vendor/cheap-7b"] = "drop"
+    body = {"model": "router:demo", "messages": [{"role": "user", "content": MATH}], "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+    assert events[0]["choices"][0]["delta"]["content"] == "Hello"
+    assert "stream broke after the first token" in events[-1]["error"]["message"]
+    assert reset.calls == {"vendor/cheap-7b": 1}  # not retried elsewhere: no duplicated output
+
+
+def test_plain_sse_client_reads_route_header_and_attribution(http: httpx.Client, reset: FakeOpenAI) -> None:
+    body = {"model": "router:demo", "messages": [{"role": "user", "content": OFF_TOPIC}], "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        lines = list(response.iter_lines())
+        headers = response.headers
+    assert headers["x-model-router-selected-route"] == "fallback"
+    assert headers["x-model-router-model"] == "spare"
+    assert lines[-2] == "data: [DONE]" or lines[-1] == "data: [DONE]"
+    comment = next(line for line in lines if line.startswith(": taskrouter "))
+    served = json.loads(comment[len(": taskrouter ") :])
+    assert served["task"] == "fallback" and served["model"] == "spare"
+    chunks = [json.loads(line[5:]) for line in lines if line.startswith("data: {")]
+    assert all(c["choices"] for c in chunks)  # no usage chunk: this caller did not ask for one
+
+
+def test_plain_model_name_passes_straight_through(client: openai.OpenAI, reset: FakeOpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="backup", messages=[{"role": "user", "content": MATH}]
+    )
+    assert raw.parse().model == "backup" and "x-model-router-selected-route" not in raw.headers
+    assert reset.calls == {"backup": 1}
+
+
+def test_cost_cap_skips_expensive_models(http: httpx.Client, reset: FakeOpenAI) -> None:
+    body = {"model": "router:demo", "messages": [{"role": "user", "content": POEM}], "max_tokens": 1000}
+    # strong costs ~ $0.015 for 1000 output tokens; backup ~ $0.001. Refused is down anyway.
+    response = http.post("/v1/chat/completions", json=body, headers={"X-Max-Cost-USD": "0.005"})
+    assert response.status_code == 200
+    attempts = response.json()["taskrouter"]["attempts"]
+    assert any(a["model"] == "strong" and "exceeds the cap" in a["outcome"] for a in attempts)
+    too_tight = http.post("/v1/chat/completions", json=body, headers={"X-Max-Cost-USD": "0.0000001"})
+    assert too_tight.status_code == 503 and "exceeds the cap" in too_tight.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"model": "router:demo", "messages": []}, "messages must be a non-empty list"),
+        ({"model": "router:nope", "messages": [{"role": "user", "content": "hi"}]}, "unknown router 'nope'"),
+        ({"model": "who", "messages": [{"role": "user", "content": "hi"}]}, "unknown model 'who'"),
+        ({"model": "router:demo", "messages": [{"role": "robot", "content": "hi"}]}, "role 'robot'"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model is required"),
+    ],
+)
+def test_bad_requests_get_openai_shaped_errors(http: httpx.Client, body: dict, problem: str) -> None:
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code in (400, 404)
+    assert problem in response.json()["error"]["message"]
+
+
+def test_affinity_pins_a_conversation_to_its_first_model(client: openai.OpenAI, reset: FakeOpenAI) -> None:
+    key = {"X-Model-Affinity": "conversation-1"}
+    first = client.chat.completions.with_raw_response.create(
+        model="router:demo", messages=[{"role": "user", "content": MATH}], extra_headers=key
+    )
+    assert first.headers["x-model-affinity"] == "conversation-1"
+    assert first.headers["x-model-router-pinned"] == "false" and first.parse().model == "cheap"
+    # A poem would go to the poem pool; the pin keeps the conversation on its model, unclassified.
+    second = client.chat.completions.with_raw_response.create(
+        model="router:demo", messages=[{"role": "user", "content": POEM}], extra_headers=key
+    )
+    assert second.headers["x-model-router-pinned"] == "true" and second.parse().model == "cheap"
+    assert second.headers["x-model-router-selected-route"] == "math"
+    assert second.parse().model_extra["taskrouter"]["pinned"] is True
+    # Without the key the same prompt is classified as usual.
+    assert client.chat.completions.create(
+        model="router:demo", messages=[{"role": "user", "content": POEM}]
+    ).model in ("backup", "strong")
+
+
+def test_pinned_model_failing_falls_back_and_repins(client: openai.OpenAI, reset: FakeOpenAI) -> None:
+    key = {"X-Model-Affinity": "conversation-2"}
+    messages = [{"role": "user", "content": MATH}]
+    assert (
+        client.chat.completions.create(model="router:demo", messages=messages, extra_headers=key).model
+        == "cheap"
+    )
+    reset.modes["vendor/cheap-7b"] = "http500"
+    moved = client.chat.completions.create(model="router:demo", messages=messages, extra_headers=key)
+    assert moved.model == "spare"  # pinned model first, then the router's fallback models
+    reset.modes.clear()
+    again = client.chat.completions.with_raw_response.create(
+        model="router:demo", messages=messages, extra_headers=key
+    )
+    assert again.parse().model == "spare" and again.headers["x-model-router-pinned"] == "true"
