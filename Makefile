@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make serve   set up .venv and start the service on the shipped checkpoint and routers
-#   make test    set up .venv (with test tools) and run the test suite
+#   make test    set up .venv (with test tools), redis-server and vLLM's venv, and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install serve test proto bench lint
+.PHONY: install serve test test-services proto bench lint
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -22,7 +22,11 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(PY) -m server.main $(ARGS)
 
-test: $(STAMP)
+# Debian's redis-server and vLLM's own virtual environment (.venv-vllm) for the integration tests.
+test-services:
+	scripts/setup_test_services.sh
+
+test: $(STAMP) test-services
 	$(PY) -m pytest -q $(ARGS)
 
 # Regenerate the committed gRPC stubs in taskrouter/v1 from proto/ (a test fails when they are stale).

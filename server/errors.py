@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -107,6 +107,27 @@ def grpc_errors(method: Handler) -> Handler:
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log")
 
     return wrapper  # type: ignore[return-value]
+
+
+def grpc_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """grpc_errors for server-streaming handlers (async generators): an error before or between
+    messages ends the stream with the error's status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for message in method(self, request, context):
+                yield message
+        except TaskRouterError as exc:
+            await context.abort(exc.code, str(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            ref = uuid.uuid4().hex[:12]
+            log.exception("unhandled error in %s (ref %s)", method.__name__, ref)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log")
+
+    return wrapper
 
 
 def http_error(exc: TaskRouterError | None, shape: str, message: str | None = None) -> tuple[int, Any]:

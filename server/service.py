@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -12,15 +13,18 @@ from google.protobuf import json_format
 from models import ChatMessage, PromptInput
 from server.app import App
 from server.batching import BatchInfo
-from server.errors import InvalidInput, grpc_errors
+from server.chat import ChatRouter
+from server.errors import InvalidInput, TargetUnavailable, grpc_errors, grpc_stream_errors
+from server.forward import Forwarder, attribution
 from server.pipeline import Classified, classify, lookup_router, plan, validate_messages
 from server.registry import CompiledRouter, Decision
 from server.routers import RouterSpec, parse_router
+from server.targets import UpstreamError
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
 _OUTPUT_ONLY = ("version", "create_time", "update_time", "uuid")
-_Input = pb.ClassifyRequest | pb.RouteRequest
+_Input = pb.ClassifyRequest | pb.RouteRequest | pb.ChatRequest
 
 
 def _ms(seconds: float) -> float:
@@ -30,6 +34,8 @@ def _ms(seconds: float) -> float:
 class TaskRouterService(pb_grpc.TaskRouterServicer):
     def __init__(self, app: App) -> None:
         self.app = app
+        self.chats = ChatRouter(app)
+        self._forwarder: Forwarder | None = None
 
     # ---- request validation -------------------------------------------------------------------
 
@@ -125,6 +131,69 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             models=planned.models,
             selection_policy=planned.policy,
             skipped=[pb.SkippedModel(model=s.model, reason=s.reason) for s in planned.skipped],
+        )
+
+    # ---- forwarding ---------------------------------------------------------------------------
+
+    @grpc_stream_errors
+    async def Chat(
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ChatEvent]:
+        messages = self._messages(request)
+        routed = await self.chats.route(
+            request.model,
+            messages,
+            request.max_tokens or None,
+            request.max_cost_usd if request.HasField("max_cost_usd") else None,
+            request.affinity_key or None,
+        )
+        body: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in messages]}
+        if request.max_tokens:
+            body["max_tokens"] = request.max_tokens
+        if request.HasField("temperature"):
+            body["temperature"] = request.temperature
+        if self._forwarder is None:
+            self._forwarder = Forwarder(self.app.targets)
+        info, stream, attempts = await self._forwarder.stream(routed.plan.models, routed.plan.skipped, body)
+        try:
+            await self.chats.served(routed, info.name)
+            yield pb.ChatEvent(
+                start=pb.ChatStart(
+                    router=routed.router or "",
+                    task=routed.task or "",
+                    model=info.name,
+                    selection_policy=routed.plan.policy,
+                    pinned=routed.pinned,
+                    affinity_key=routed.affinity_key or "",
+                )
+            )
+            usage, finish = None, ""
+            try:
+                async for event in stream.events():
+                    usage = event.get("usage") or usage
+                    for choice in event.get("choices") or []:
+                        finish = choice.get("finish_reason") or finish
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            yield pb.ChatEvent(delta=text)
+            except UpstreamError as exc:
+                raise TargetUnavailable(
+                    f"model {info.name!r}: {exc.reason}; the partial answer is not replayed elsewhere"
+                ) from exc
+        finally:
+            await stream.close()
+        served = attribution(routed, info, usage, attempts)
+        yield pb.ChatEvent(
+            end=pb.ChatEnd(
+                finish_reason=finish,
+                prompt_tokens=served["prompt_tokens"],
+                completion_tokens=served["completion_tokens"],
+                cost_usd=served["cost_usd"],
+                attempts=[
+                    pb.Attempt(model=a.model, endpoint=a.endpoint or "", outcome=a.outcome, ms=a.ms)
+                    for a in attempts
+                ],
+            )
         )
 
     # ---- router management --------------------------------------------------------------------

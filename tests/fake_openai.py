@@ -14,13 +14,59 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 WORDS = ["Hello", " from", " the", " fake", " model", "."]
+KEY_ENV = "TASKROUTER_TEST_KEY"
+
+
+def write_demo_config(root: Path, fake: FakeOpenAI, closed_port: int) -> tuple[Path, Path]:
+    """A catalogue whose models live on `fake` (one behind a refused port) and a router `demo` with a
+    cheapest-first math pool, a list-order poem pool and a fallback model.
+    Returns (routers dir, catalogue)."""
+    price = {"input_price_per_mtok": 1.0, "output_price_per_mtok": 1.0, "context_tokens": 4096}
+    catalog = {
+        "pools": {
+            "remote": {"kind": "openai", "base_url": fake.base_url, "api_key_env": KEY_ENV},
+            "gone": {"kind": "openai", "base_url": f"http://127.0.0.1:{closed_port}/v1"},
+        },
+        "models": {
+            "cheap": {**price, "pool": "remote", "upstream": "vendor/cheap-7b", "input_price_per_mtok": 0.1},
+            "strong": {**price, "pool": "remote", "input_price_per_mtok": 5.0, "output_price_per_mtok": 15.0},
+            "backup": {**price, "pool": "remote"},
+            "refused": {**price, "pool": "gone"},
+            "spare": {**price, "pool": "remote"},
+            "routing-only": price,
+        },
+    }
+    (root / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    routers = root / "routers"
+    routers.mkdir()
+    router = {
+        "name": "demo",
+        "description": "test router",
+        "threshold": 0.2,
+        "policies": [
+            {
+                "custom_task": {"name": "math", "description": "Solve a math or arithmetic problem."},
+                "models": ["strong", "cheap"],
+                "selection_policy": {"prefer": "cheapest"},
+            },
+            {
+                "custom_task": {"name": "poem", "description": "Write a poem or other creative writing."},
+                "models": ["refused", "backup", "strong"],
+            },
+        ],
+        "fallback_models": ["spare"],
+    }
+    (routers / "demo.yaml").write_text(yaml.safe_dump(router))
+    return routers, root / "catalog.yaml"
 
 
 class FakeOpenAI:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskrouter/v1/taskrouter.proto\x12\rtaskrouter.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"[\n\x0f\x43lassifyRequest\x12\x0e\n\x06router\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.taskrouter.v1.Message\x12\x0e\n\x06prompt\x18\x03 \x01(\t\"<\n\tTaskScore\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\"Y\n\x06Timing\x12\x13\n\x0btokenize_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\r\"\x92\x02\n\x10\x43lassifyResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x08\x12(\n\x06scores\x18\x03 \x03(\x0b\x32\x18.taskrouter.v1.TaskScore\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x16\n\x0e\x66\x61llback_score\x18\x05 \x01(\x01\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\r\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12%\n\x06timing\x18\t \x01(\x0b\x32\x15.taskrouter.v1.Timing\x12\x0e\n\x06router\x18\n \x01(\t\x12\x16\n\x0erouter_version\x18\x0b \x01(\x04\"H\n\x14\x43lassifyBatchRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.taskrouter.v1.ClassifyRequest\"I\n\x15\x43lassifyBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.taskrouter.v1.ClassifyResponse\"X\n\x0cRouteRequest\x12\x0e\n\x06router\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.taskrouter.v1.Message\x12\x0e\n\x06prompt\x18\x03 \x01(\t\"\xa0\x01\n\rRouteResponse\x12\x37\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1f.taskrouter.v1.ClassifyResponse\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x18\n\x10selection_policy\x18\x03 \x01(\t\x12,\n\x07skipped\x18\x04 \x03(\x0b\x32\x1b.taskrouter.v1.SkippedModel\"-\n\x0cSkippedModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\nCustomTask\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x10\n\x08\x65xamples\x18\x03 \x03(\t\"!\n\x0fSelectionPolicy\x12\x0e\n\x06prefer\x18\x01 \x01(\t\"\x82\x01\n\x06Policy\x12.\n\x0b\x63ustom_task\x18\x01 \x01(\x0b\x32\x19.taskrouter.v1.CustomTask\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x38\n\x10selection_policy\x18\x03 \x01(\x0b\x32\x1e.taskrouter.v1.SelectionPolicy\"\xc0\x02\n\x06Router\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x08policies\x18\x03 \x03(\x0b\x32\x15.taskrouter.v1.Policy\x12\x17\n\x0f\x66\x61llback_models\x18\x04 \x03(\t\x12\x16\n\tthreshold\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmax_cost_usd\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07version\x18\n \x01(\x04\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04uuid\x18\r \x01(\tB\x0c\n\n_thresholdB\x0f\n\r_max_cost_usd\"<\n\x13\x43reateRouterRequest\x12%\n\x06router\x18\x01 \x01(\x0b\x32\x15.taskrouter.v1.Router\" \n\x10GetRouterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12ListRoutersRequest\"=\n\x13ListRoutersResponse\x12&\n\x07routers\x18\x01 \x03(\x0b\x32\x15.taskrouter.v1.Router\"<\n\x13UpdateRouterRequest\x12%\n\x06router\x18\x01 \x01(\x0b\x32\x15.taskrouter.v1.Router\"#\n\x13\x44\x65leteRouterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteRouterResponse2\x83\x05\n\nTaskRouter\x12K\n\x08\x43lassify\x12\x1e.taskrouter.v1.ClassifyRequest\x1a\x1f.taskrouter.v1.ClassifyResponse\x12Z\n\rClassifyBatch\x12#.taskrouter.v1.ClassifyBatchRequest\x1a$.taskrouter.v1.ClassifyBatchResponse\x12\x42\n\x05Route\x12\x1b.taskrouter.v1.RouteRequest\x1a\x1c.taskrouter.v1.RouteResponse\x12I\n\x0c\x43reateRouter\x12\".taskrouter.v1.CreateRouterRequest\x1a\x15.taskrouter.v1.Router\x12\x43\n\tGetRouter\x12\x1f.taskrouter.v1.GetRouterRequest\x1a\x15.taskrouter.v1.Router\x12T\n\x0bListRouters\x12!.taskrouter.v1.ListRoutersRequest\x1a\".taskrouter.v1.ListRoutersResponse\x12I\n\x0cUpdateRouter\x12\".taskrouter.v1.UpdateRouterRequest\x1a\x15.taskrouter.v1.Router\x12W\n\x0c\x44\x65leteRouter\x12\".taskrouter.v1.DeleteRouterRequest\x1a#.taskrouter.v1.DeleteRouterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskrouter/v1/taskrouter.proto\x12\rtaskrouter.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"[\n\x0f\x43lassifyRequest\x12\x0e\n\x06router\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.taskrouter.v1.Message\x12\x0e\n\x06prompt\x18\x03 \x01(\t\"<\n\tTaskScore\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\"Y\n\x06Timing\x12\x13\n\x0btokenize_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\r\"\x92\x02\n\x10\x43lassifyResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x08\x12(\n\x06scores\x18\x03 \x03(\x0b\x32\x18.taskrouter.v1.TaskScore\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x16\n\x0e\x66\x61llback_score\x18\x05 \x01(\x01\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\r\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12%\n\x06timing\x18\t \x01(\x0b\x32\x15.taskrouter.v1.Timing\x12\x0e\n\x06router\x18\n \x01(\t\x12\x16\n\x0erouter_version\x18\x0b \x01(\x04\"H\n\x14\x43lassifyBatchRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.taskrouter.v1.ClassifyRequest\"I\n\x15\x43lassifyBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.taskrouter.v1.ClassifyResponse\"X\n\x0cRouteRequest\x12\x0e\n\x06router\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.taskrouter.v1.Message\x12\x0e\n\x06prompt\x18\x03 \x01(\t\"\xa0\x01\n\rRouteResponse\x12\x37\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1f.taskrouter.v1.ClassifyResponse\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x18\n\x10selection_policy\x18\x03 \x01(\t\x12,\n\x07skipped\x18\x04 \x03(\x0b\x32\x1b.taskrouter.v1.SkippedModel\"-\n\x0cSkippedModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xd6\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.taskrouter.v1.Message\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x66\x66inity_key\x18\x04 \x01(\t\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x18\n\x0btemperature\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmax_cost_usd\x18\x07 \x01(\x01H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x0f\n\r_max_cost_usd\"G\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\n\n\x02ms\x18\x04 \x01(\x01\"x\n\tChatStart\x12\x0e\n\x06router\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x18\n\x10selection_policy\x18\x04 \x01(\t\x12\x0e\n\x06pinned\x18\x05 \x01(\x08\x12\x14\n\x0c\x61\x66\x66inity_key\x18\x06 \x01(\t\"\x8e\x01\n\x07\x43hatEnd\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12(\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x16.taskrouter.v1.Attempt\"w\n\tChatEvent\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.taskrouter.v1.ChatStartH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12%\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x16.taskrouter.v1.ChatEndH\x00\x42\x07\n\x05\x65vent\"A\n\nCustomTask\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x10\n\x08\x65xamples\x18\x03 \x03(\t\"!\n\x0fSelectionPolicy\x12\x0e\n\x06prefer\x18\x01 \x01(\t\"\x82\x01\n\x06Policy\x12.\n\x0b\x63ustom_task\x18\x01 \x01(\x0b\x32\x19.taskrouter.v1.CustomTask\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x38\n\x10selection_policy\x18\x03 \x01(\x0b\x32\x1e.taskrouter.v1.SelectionPolicy\"\xc0\x02\n\x06Router\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x08policies\x18\x03 \x03(\x0b\x32\x15.taskrouter.v1.Policy\x12\x17\n\x0f\x66\x61llback_models\x18\x04 \x03(\t\x12\x16\n\tthreshold\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmax_cost_usd\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07version\x18\n \x01(\x04\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04uuid\x18\r \x01(\tB\x0c\n\n_thresholdB\x0f\n\r_max_cost_usd\"<\n\x13\x43reateRouterRequest\x12%\n\x06router\x18\x01 \x01(\x0b\x32\x15.taskrouter.v1.Router\" \n\x10GetRouterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12ListRoutersRequest\"=\n\x13ListRoutersResponse\x12&\n\x07routers\x18\x01 \x03(\x0b\x32\x15.taskrouter.v1.Router\"<\n\x13UpdateRouterRequest\x12%\n\x06router\x18\x01 \x01(\x0b\x32\x15.taskrouter.v1.Router\"#\n\x13\x44\x65leteRouterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteRouterResponse2\xc3\x05\n\nTaskRouter\x12K\n\x08\x43lassify\x12\x1e.taskrouter.v1.ClassifyRequest\x1a\x1f.taskrouter.v1.ClassifyResponse\x12Z\n\rClassifyBatch\x12#.taskrouter.v1.ClassifyBatchRequest\x1a$.taskrouter.v1.ClassifyBatchResponse\x12\x42\n\x05Route\x12\x1b.taskrouter.v1.RouteRequest\x1a\x1c.taskrouter.v1.RouteResponse\x12>\n\x04\x43hat\x12\x1a.taskrouter.v1.ChatRequest\x1a\x18.taskrouter.v1.ChatEvent0\x01\x12I\n\x0c\x43reateRouter\x12\".taskrouter.v1.CreateRouterRequest\x1a\x15.taskrouter.v1.Router\x12\x43\n\tGetRouter\x12\x1f.taskrouter.v1.GetRouterRequest\x1a\x15.taskrouter.v1.Router\x12T\n\x0bListRouters\x12!.taskrouter.v1.ListRoutersRequest\x1a\".taskrouter.v1.ListRoutersResponse\x12I\n\x0cUpdateRouter\x12\".taskrouter.v1.UpdateRouterRequest\x1a\x15.taskrouter.v1.Router\x12W\n\x0c\x44\x65leteRouter\x12\".taskrouter.v1.DeleteRouterRequest\x1a#.taskrouter.v1.DeleteRouterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,28 +52,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTERESPONSE']._serialized_end=1047
   _globals['_SKIPPEDMODEL']._serialized_start=1049
   _globals['_SKIPPEDMODEL']._serialized_end=1094
-  _globals['_CUSTOMTASK']._serialized_start=1096
-  _globals['_CUSTOMTASK']._serialized_end=1161
-  _globals['_SELECTIONPOLICY']._serialized_start=1163
-  _globals['_SELECTIONPOLICY']._serialized_end=1196
-  _globals['_POLICY']._serialized_start=1199
-  _globals['_POLICY']._serialized_end=1329
-  _globals['_ROUTER']._serialized_start=1332
-  _globals['_ROUTER']._serialized_end=1652
-  _globals['_CREATEROUTERREQUEST']._serialized_start=1654
-  _globals['_CREATEROUTERREQUEST']._serialized_end=1714
-  _globals['_GETROUTERREQUEST']._serialized_start=1716
-  _globals['_GETROUTERREQUEST']._serialized_end=1748
-  _globals['_LISTROUTERSREQUEST']._serialized_start=1750
-  _globals['_LISTROUTERSREQUEST']._serialized_end=1770
-  _globals['_LISTROUTERSRESPONSE']._serialized_start=1772
-  _globals['_LISTROUTERSRESPONSE']._serialized_end=1833
-  _globals['_UPDATEROUTERREQUEST']._serialized_start=1835
-  _globals['_UPDATEROUTERREQUEST']._serialized_end=1895
-  _globals['_DELETEROUTERREQUEST']._serialized_start=1897
-  _globals['_DELETEROUTERREQUEST']._serialized_end=1932
-  _globals['_DELETEROUTERRESPONSE']._serialized_start=1934
-  _globals['_DELETEROUTERRESPONSE']._serialized_end=1956
-  _globals['_TASKROUTER']._serialized_start=1959
-  _globals['_TASKROUTER']._serialized_end=2602
+  _globals['_CHATREQUEST']._serialized_start=1097
+  _globals['_CHATREQUEST']._serialized_end=1311
+  _globals['_ATTEMPT']._serialized_start=1313
+  _globals['_ATTEMPT']._serialized_end=1384
+  _globals['_CHATSTART']._serialized_start=1386
+  _globals['_CHATSTART']._serialized_end=1506
+  _globals['_CHATEND']._serialized_start=1509
+  _globals['_CHATEND']._serialized_end=1651
+  _globals['_CHATEVENT']._serialized_start=1653
+  _globals['_CHATEVENT']._serialized_end=1772
+  _globals['_CUSTOMTASK']._serialized_start=1774
+  _globals['_CUSTOMTASK']._serialized_end=1839
+  _globals['_SELECTIONPOLICY']._serialized_start=1841
+  _globals['_SELECTIONPOLICY']._serialized_end=1874
+  _globals['_POLICY']._serialized_start=1877
+  _globals['_POLICY']._serialized_end=2007
+  _globals['_ROUTER']._serialized_start=2010
+  _globals['_ROUTER']._serialized_end=2330
+  _globals['_CREATEROUTERREQUEST']._serialized_start=2332
+  _globals['_CREATEROUTERREQUEST']._serialized_end=2392
+  _globals['_GETROUTERREQUEST']._serialized_start=2394
+  _globals['_GETROUTERREQUEST']._serialized_end=2426
+  _globals['_LISTROUTERSREQUEST']._serialized_start=2428
+  _globals['_LISTROUTERSREQUEST']._serialized_end=2448
+  _globals['_LISTROUTERSRESPONSE']._serialized_start=2450
+  _globals['_LISTROUTERSRESPONSE']._serialized_end=2511
+  _globals['_UPDATEROUTERREQUEST']._serialized_start=2513
+  _globals['_UPDATEROUTERREQUEST']._serialized_end=2573
+  _globals['_DELETEROUTERREQUEST']._serialized_start=2575
+  _globals['_DELETEROUTERREQUEST']._serialized_end=2610
+  _globals['_DELETEROUTERRESPONSE']._serialized_start=2612
+  _globals['_DELETEROUTERRESPONSE']._serialized_end=2634
+  _globals['_TASKROUTER']._serialized_start=2637
+  _globals['_TASKROUTER']._serialized_end=3344
 # @@protoc_insertion_point(module_scope)

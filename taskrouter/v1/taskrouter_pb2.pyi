@@ -117,6 +117,76 @@ class SkippedModel(_message.Message):
     reason: str
     def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class ChatRequest(_message.Message):
+    __slots__ = ("model", "messages", "prompt", "affinity_key", "max_tokens", "temperature", "max_cost_usd")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    prompt: str
+    affinity_key: str
+    max_tokens: int
+    temperature: float
+    max_cost_usd: float
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., prompt: _Optional[str] = ..., affinity_key: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., max_cost_usd: _Optional[float] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("model", "endpoint", "outcome", "ms")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    endpoint: str
+    outcome: str
+    ms: float
+    def __init__(self, model: _Optional[str] = ..., endpoint: _Optional[str] = ..., outcome: _Optional[str] = ..., ms: _Optional[float] = ...) -> None: ...
+
+class ChatStart(_message.Message):
+    __slots__ = ("router", "task", "model", "selection_policy", "pinned", "affinity_key")
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_KEY_FIELD_NUMBER: _ClassVar[int]
+    router: str
+    task: str
+    model: str
+    selection_policy: str
+    pinned: bool
+    affinity_key: str
+    def __init__(self, router: _Optional[str] = ..., task: _Optional[str] = ..., model: _Optional[str] = ..., selection_policy: _Optional[str] = ..., pinned: _Optional[bool] = ..., affinity_key: _Optional[str] = ...) -> None: ...
+
+class ChatEnd(_message.Message):
+    __slots__ = ("finish_reason", "prompt_tokens", "completion_tokens", "cost_usd", "attempts")
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    def __init__(self, finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+
+class ChatEvent(_message.Message):
+    __slots__ = ("start", "delta", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: ChatStart
+    delta: str
+    end: ChatEnd
+    def __init__(self, start: _Optional[_Union[ChatStart, _Mapping]] = ..., delta: _Optional[str] = ..., end: _Optional[_Union[ChatEnd, _Mapping]] = ...) -> None: ...
+
 class CustomTask(_message.Message):
     __slots__ = ("name", "description", "examples")
     NAME_FIELD_NUMBER: _ClassVar[int]

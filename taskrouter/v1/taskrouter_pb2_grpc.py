@@ -49,6 +49,11 @@ class TaskRouterStub:
                 request_serializer=taskrouter_dot_v1_dot_taskrouter__pb2.RouteRequest.SerializeToString,
                 response_deserializer=taskrouter_dot_v1_dot_taskrouter__pb2.RouteResponse.FromString,
                 _registered_method=True)
+        self.Chat = channel.unary_stream(
+                '/taskrouter.v1.TaskRouter/Chat',
+                request_serializer=taskrouter_dot_v1_dot_taskrouter__pb2.ChatRequest.SerializeToString,
+                response_deserializer=taskrouter_dot_v1_dot_taskrouter__pb2.ChatEvent.FromString,
+                _registered_method=True)
         self.CreateRouter = channel.unary_unary(
                 '/taskrouter.v1.TaskRouter/CreateRouter',
                 request_serializer=taskrouter_dot_v1_dot_taskrouter__pb2.CreateRouterRequest.SerializeToString,
@@ -95,6 +100,14 @@ class TaskRouterServicer:
 
     def Route(self, request, context):
         """Classify, then order the matched task's model pool by its selection policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Chat(self, request, context):
+        """Route a conversation and stream the answer of the model that took it: the same policy, fallback
+        chain, affinity and attribution as POST /v1/chat/completions on the HTTP port.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,6 +161,11 @@ def add_TaskRouterServicer_to_server(servicer, server):
                     servicer.Route,
                     request_deserializer=taskrouter_dot_v1_dot_taskrouter__pb2.RouteRequest.FromString,
                     response_serializer=taskrouter_dot_v1_dot_taskrouter__pb2.RouteResponse.SerializeToString,
+            ),
+            'Chat': grpc.unary_stream_rpc_method_handler(
+                    servicer.Chat,
+                    request_deserializer=taskrouter_dot_v1_dot_taskrouter__pb2.ChatRequest.FromString,
+                    response_serializer=taskrouter_dot_v1_dot_taskrouter__pb2.ChatEvent.SerializeToString,
             ),
             'CreateRouter': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRouter,
@@ -256,6 +274,33 @@ class TaskRouter:
             '/taskrouter.v1.TaskRouter/Route',
             taskrouter_dot_v1_dot_taskrouter__pb2.RouteRequest.SerializeToString,
             taskrouter_dot_v1_dot_taskrouter__pb2.RouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Chat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskrouter.v1.TaskRouter/Chat',
+            taskrouter_dot_v1_dot_taskrouter__pb2.ChatRequest.SerializeToString,
+            taskrouter_dot_v1_dot_taskrouter__pb2.ChatEvent.FromString,
             options,
             channel_credentials,
             insecure,

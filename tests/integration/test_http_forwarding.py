@@ -9,13 +9,14 @@ import os
 import socket
 from collections.abc import Iterator
 
+import grpc
 import httpx
 import openai
 import pytest
-import yaml
 
+from taskrouter.v1 import taskrouter_pb2 as pb
 from tests.conftest import ServerThread, make_config
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
 
 MATH = "What is 17 multiplied by 23? Show the arithmetic."
 POEM = "Write a short poem about the autumn sea."
@@ -37,46 +38,10 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def service(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    root = tmp_path_factory.mktemp("targets")
-    price = {"input_price_per_mtok": 1.0, "output_price_per_mtok": 1.0, "context_tokens": 4096}
-    catalog = {
-        "pools": {
-            "remote": {"kind": "openai", "base_url": fake.base_url, "api_key_env": "TASKROUTER_TEST_KEY"},
-            "gone": {"kind": "openai", "base_url": f"http://127.0.0.1:{_closed_port()}/v1"},
-        },
-        "models": {
-            "cheap": {**price, "pool": "remote", "upstream": "vendor/cheap-7b", "input_price_per_mtok": 0.1},
-            "strong": {**price, "pool": "remote", "input_price_per_mtok": 5.0, "output_price_per_mtok": 15.0},
-            "backup": {**price, "pool": "remote"},
-            "refused": {**price, "pool": "gone"},
-            "spare": {**price, "pool": "remote"},
-            "routing-only": price,
-        },
-    }
-    (root / "catalog.yaml").write_text(yaml.safe_dump(catalog))
-    routers = root / "routers"
-    routers.mkdir()
-    router = {
-        "name": "demo",
-        "description": "test router",
-        "threshold": 0.2,
-        "policies": [
-            {
-                "custom_task": {"name": "math", "description": "Solve a math or arithmetic problem."},
-                "models": ["strong", "cheap"],
-                "selection_policy": {"prefer": "cheapest"},
-            },
-            {
-                "custom_task": {"name": "poem", "description": "Write a poem or other creative writing."},
-                "models": ["refused", "backup", "strong"],
-            },
-        ],
-        "fallback_models": ["spare"],
-    }
-    (routers / "demo.yaml").write_text(yaml.safe_dump(router))
-    os.environ["TASKROUTER_TEST_KEY"] = "sk-test-123"
+    routers, catalog = write_demo_config(tmp_path_factory.mktemp("targets"), fake, _closed_port())
+    os.environ[KEY_ENV] = "sk-test-123"
     cfg = make_config(
-        routers={"dir": routers, "catalog": root / "catalog.yaml"},
+        routers={"dir": routers, "catalog": catalog},
         # Long health interval: these tests steer health themselves; a huge breaker threshold keeps
         # one test's failures from taking endpoints out for the next (the breaker has unit tests).
         targets={"first_token_timeout_s": 1.0, "health_interval_s": 3600, "breaker_failures": 1000},
@@ -303,3 +268,47 @@ def test_pinned_model_failing_falls_back_and_repins(client: openai.OpenAI, reset
         model="router:demo", messages=messages, extra_headers=key
     )
     assert again.parse().model == "spare" and again.headers["x-model-router-pinned"] == "true"
+
+
+def chat_events(service: ServerThread, **fields: object) -> list[pb.ChatEvent]:
+    return list(service.stub.Chat(pb.ChatRequest(**fields), timeout=30))
+
+
+def test_grpc_chat_streams_start_deltas_end(service: ServerThread, reset: FakeOpenAI) -> None:
+    events = chat_events(service, model="router:demo", prompt=MATH, max_tokens=20, affinity_key="grpc-1")
+    start, *deltas, end = events
+    assert (start.start.task, start.start.model, start.start.selection_policy) == (
+        "math",
+        "cheap",
+        "cheapest",
+    )
+    assert not start.start.pinned and start.start.affinity_key == "grpc-1"
+    assert "".join(d.delta for d in deltas) == "Hello from the fake model."
+    assert end.end.finish_reason == "stop" and end.end.completion_tokens == 6 and end.end.cost_usd > 0
+    assert [a.outcome for a in end.end.attempts] == ["ok"]
+    assert reset.bodies[0]["max_tokens"] == 20
+    again = chat_events(service, model="router:demo", prompt=POEM, affinity_key="grpc-1")
+    assert again[0].start.pinned and again[0].start.model == "cheap"
+
+
+def test_grpc_chat_failures_are_statuses(service: ServerThread, reset: FakeOpenAI) -> None:
+    reset.modes["vendor/cheap-7b"] = "drop"
+    stream = service.stub.Chat(pb.ChatRequest(model="router:demo", prompt=MATH), timeout=30)
+    received = []
+    with pytest.raises(grpc.RpcError) as broken:
+        for event in stream:
+            received.append(event)
+    assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "not replayed" in broken.value.details()
+    assert received[0].start.model == "cheap" and received[1].delta == "Hello"
+    assert reset.calls == {"vendor/cheap-7b": 1}
+
+    reset.modes.update({"vendor/cheap-7b": "http500", "strong": "http500", "spare": "http500"})
+    with pytest.raises(grpc.RpcError) as failed:
+        chat_events(service, model="router:demo", prompt=MATH)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "cheap (HTTP 500)" in failed.value.details() and "spare (HTTP 500)" in failed.value.details()
+
+    with pytest.raises(grpc.RpcError) as invalid:
+        chat_events(service, model="router:demo", prompt="")
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
