@@ -39,20 +39,25 @@ def requests() -> list[pb.ClassifyRequest]:
     ]
 
 
-def start_server(extra: list[str]) -> tuple[subprocess.Popen[str], str]:
+def start_server(extra: list[str]) -> tuple[subprocess.Popen[str], str, int | None]:
+    """Start `python -m server.main` on free ports; (process, gRPC host:port, HTTP port) once SERVING."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.main", "--port", "0", *extra],
+        [sys.executable, "-m", "server.main", "--port", "0", "--http-port", "0", *extra],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stderr is not None
+    http_port = None
     for line in proc.stderr:
+        http = re.search(r"and [\d.]+:(\d+) \(HTTP\)", line)
+        if http:
+            http_port = int(http.group(1))
         found = re.search(r"SERVING on ([\d.]+):(\d+)", line)
         if found:
             # Keep draining the server's log so a full pipe can never stall it mid-benchmark.
             threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, f"{found.group(1)}:{found.group(2)}"
+            return proc, f"{found.group(1)}:{found.group(2)}", http_port
     raise RuntimeError("server exited before SERVING")
 
 
@@ -122,7 +127,7 @@ def main() -> None:
     proc = None
     target = args.target
     if target is None:
-        proc, target = start_server(args.server_arg)
+        proc, target, _ = start_server(args.server_arg)
     try:
         asyncio.run(run(target, args.requests, args.concurrency, args.duration_s))
     finally:

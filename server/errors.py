@@ -73,6 +73,14 @@ class TargetUnavailable(TaskRouterError):
         self.attempts = list(attempts)
 
 
+class OverBudget(TaskRouterError):
+    """Every candidate's estimated cost is over the cap: retrying will not help, a bigger cap will."""
+
+    http_status = 400
+    http_id = "over_budget"
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class UpstreamRejected(TaskRouterError):
     """A model answered with a non-retryable error (a 4xx other than 429): the request itself is at
     fault, so no other model is tried and the caller gets the upstream status and body."""
@@ -97,16 +105,20 @@ def grpc_errors(method: Handler) -> Handler:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
-        except TaskRouterError as exc:
-            await context.abort(exc.code, str(exc))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            ref = uuid.uuid4().hex[:12]
-            log.exception("unhandled error in %s (ref %s)", method.__name__, ref)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log")
+        except Exception as exc:
+            await _abort(context, exc, method.__name__)
 
     return wrapper  # type: ignore[return-value]
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception, where: str) -> None:
+    if isinstance(exc, TaskRouterError):
+        await context.abort(exc.code, str(exc))
+    ref = uuid.uuid4().hex[:12]
+    log.error("unhandled error in %s (ref %s)", where, ref, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log")
 
 
 def grpc_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
@@ -118,14 +130,10 @@ def grpc_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..
         try:
             async for message in method(self, request, context):
                 yield message
-        except TaskRouterError as exc:
-            await context.abort(exc.code, str(exc))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            ref = uuid.uuid4().hex[:12]
-            log.exception("unhandled error in %s (ref %s)", method.__name__, ref)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log")
+        except Exception as exc:
+            await _abort(context, exc, method.__name__)
 
     return wrapper
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from server.chat import Routed
-from server.errors import TargetUnavailable, UpstreamRejected
+from server.errors import OverBudget, TargetUnavailable, UpstreamRejected
 from server.policies import Skip
 from server.targets import Endpoint, ModelInfo, Targets, UpstreamError
 from server.targets import upstream as protocol
@@ -80,6 +80,10 @@ class Forwarder:
             endpoint.breaker.success()
             attempts.append(Attempt(name, endpoint.base_url, "ok", ms))
             return info, endpoint, result, attempts
+        # Nothing was even tried and the cap is why some were left out: a bigger cap would help.
+        tried = any(a.endpoint is not None for a in attempts)
+        if not tried and any("exceeds the cap" in a.outcome for a in attempts):
+            raise OverBudget(f"no candidate model fits the cost cap: {describe(attempts)}")
         raise TargetUnavailable(
             f"every candidate model failed: {describe(attempts)}", [asdict(a) for a in attempts]
         )

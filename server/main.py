@@ -61,6 +61,10 @@ class Service:
 def _http_server(cfg: Config, app: App) -> tuple[uvicorn.Server, socket.socket, int]:
     # The socket is bound here, not by uvicorn, so that port 0 resolves before serving starts.
     sock = socket.create_server((cfg.http.host, cfg.http.port or 0), reuse_port=False)
+    # Accepted connections inherit this. asyncio only sets it itself on sockets created with
+    # proto=IPPROTO_TCP; without it, Nagle holds each response's body behind its headers until the
+    # client's delayed ACK: +40 ms on every keep-alive request.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     config = uvicorn.Config(
         build_http_app(app),
         log_level="warning",

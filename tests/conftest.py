@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,23 @@ class ServerThread:
         self.call(self.service.stop(1))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (also what tests use as a refused connection)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeClock:
+    """A settable monotonic clock for time-dependent units (TTLs, back-offs)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def make_config(**sections: Any) -> Config:

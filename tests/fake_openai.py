@@ -78,6 +78,8 @@ class FakeOpenAI:
         self.slow_s = 3.0
         self.healthy = True
         self._sock = socket.create_server(("127.0.0.1", 0))
+        # As in server/main.py: without it every keep-alive response waits 40 ms for a delayed ACK.
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.port = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         config = uvicorn.Config(self._app(), log_level="error", lifespan="off")

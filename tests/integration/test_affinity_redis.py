@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 import redis
 
 from server.affinity import Pin, RedisAffinity
-from tests.conftest import ServerThread, make_config
+from tests.conftest import ServerThread, free_port, make_config
 from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
 
 pytestmark = pytest.mark.skipif(
@@ -24,15 +23,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -76,7 +69,7 @@ def test_pins_are_shared_between_replicas_and_expire(redis_url: str) -> None:
 @pytest.fixture(scope="module")
 def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     fake = FakeOpenAI().start()
-    routers, catalog = write_demo_config(tmp_path_factory.mktemp("redis"), fake, _free_port())
+    routers, catalog = write_demo_config(tmp_path_factory.mktemp("redis"), fake, free_port())
     os.environ[KEY_ENV] = "sk-test-123"
     cfg = make_config(
         routers={"dir": routers, "catalog": catalog},

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 
 import grpc
@@ -15,18 +14,12 @@ import openai
 import pytest
 
 from taskrouter.v1 import taskrouter_pb2 as pb
-from tests.conftest import ServerThread, make_config
+from tests.conftest import ServerThread, free_port, make_config
 from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
 
 MATH = "What is 17 multiplied by 23? Show the arithmetic."
 POEM = "Write a short poem about the autumn sea."
 OFF_TOPIC = "Which train goes from Berlin to Hamburg tonight?"
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +31,7 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def service(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    routers, catalog = write_demo_config(tmp_path_factory.mktemp("targets"), fake, _closed_port())
+    routers, catalog = write_demo_config(tmp_path_factory.mktemp("targets"), fake, free_port())
     os.environ[KEY_ENV] = "sk-test-123"
     cfg = make_config(
         routers={"dir": routers, "catalog": catalog},
@@ -214,7 +207,8 @@ def test_cost_cap_skips_expensive_models(http: httpx.Client, reset: FakeOpenAI) 
     attempts = response.json()["taskrouter"]["attempts"]
     assert any(a["model"] == "strong" and "exceeds the cap" in a["outcome"] for a in attempts)
     too_tight = http.post("/v1/chat/completions", json=body, headers={"X-Max-Cost-USD": "0.0000001"})
-    assert too_tight.status_code == 503 and "exceeds the cap" in too_tight.json()["error"]["message"]
+    assert too_tight.status_code == 400 and too_tight.json()["error"]["type"] == "over_budget"
+    assert "no candidate model fits the cost cap" in too_tight.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -312,3 +306,20 @@ def test_grpc_chat_failures_are_statuses(service: ServerThread, reset: FakeOpenA
     with pytest.raises(grpc.RpcError) as invalid:
         chat_events(service, model="router:demo", prompt="")
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_route_skips_models_of_an_unhealthy_pool(service: ServerThread, reset: FakeOpenAI) -> None:
+    reset.healthy = False
+    service.call(service.app.targets.check())  # the next health probe, now
+    try:
+        answer = service.stub.Route(pb.RouteRequest(router="demo", prompt=MATH))
+        assert list(answer.models) == [] and answer.selection_policy == "cheapest"
+        assert {(s.model, s.reason) for s in answer.skipped} == {
+            ("cheap", "unhealthy"),
+            ("strong", "unhealthy"),
+        }
+    finally:
+        reset.healthy = True
+        service.call(service.app.targets.check())
+    answer = service.stub.Route(pb.RouteRequest(router="demo", prompt=MATH))
+    assert list(answer.models) == ["cheap", "strong"]

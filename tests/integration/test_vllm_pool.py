@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import ServerThread, make_config
+from tests.conftest import ServerThread, free_port, make_config
 from tests.tiny_llama import build_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,12 +25,6 @@ pytestmark = pytest.mark.skipif(
     not VLLM_PYTHON.exists(),
     reason="vLLM's environment is missing: run scripts/setup_vllm_env.sh (make test does)",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +45,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
                 "launch": [
                     {
                         "model": str(model_dir),
-                        "port": _free_port(),
+                        "port": free_port(),
                         "served_model_name": "tiny-llama",
                         "args": ["--dtype", "float32", "--enforce-eager", "--kv-cache-memory-bytes", "64M"],
                     }

@@ -5,20 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from server.affinity import MemoryAffinity, Pin
+from tests.conftest import FakeClock
 
 PIN = Pin("r", "task", "model-a")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_pin_expires_after_ttl_without_use_and_hits_extend_it() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = MemoryAffinity(ttl_s=10, max_keys=10, clock=clock)
 
     async def scenario() -> list[Pin | None]:

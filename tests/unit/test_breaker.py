@@ -4,18 +4,11 @@ the back-off, and doubles the back-off when the trial fails."""
 from __future__ import annotations
 
 from server.targets import CircuitBreaker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import FakeClock
 
 
 def test_opens_after_consecutive_failures_only() -> None:
-    breaker = CircuitBreaker(failures=3, open_s=5, clock=Clock())
+    breaker = CircuitBreaker(failures=3, open_s=5, clock=FakeClock())
     breaker.failure()
     breaker.failure()
     breaker.success()  # the streak is broken
@@ -27,7 +20,7 @@ def test_opens_after_consecutive_failures_only() -> None:
 
 
 def test_one_trial_after_back_off_then_closes_on_success() -> None:
-    clock = Clock()
+    clock = FakeClock()
     breaker = CircuitBreaker(failures=1, open_s=5, clock=clock)
     breaker.failure()
     clock.now = 4.9
@@ -41,7 +34,7 @@ def test_one_trial_after_back_off_then_closes_on_success() -> None:
 
 
 def test_failed_trial_doubles_the_back_off() -> None:
-    clock = Clock()
+    clock = FakeClock()
     breaker = CircuitBreaker(failures=1, open_s=5, max_open_s=8, clock=clock)
     breaker.failure()
     clock.now = 5
