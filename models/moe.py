@@ -15,8 +15,8 @@ outputs are mixed with the softmax of the top-k gate scores. Why this shape:
 - The B matrices start at zero, so at initialisation every expert *is* the pretrained FFN and the
   model is exactly the base encoder: training starts from its zero-shot quality, never below it.
 - Experts are low-rank, so a checkpoint stores a few MB of new weights on top of the packaged base
-  encoder, small enough for git; the shared W1/W2 are computed once per token, the low-rank parts
-  only for the experts a token was routed to.
+  encoder, small enough for git; x W1 is computed once per token, and the low-rank corrections cost
+  little enough that the forward runs as k dense passes instead of gathering tokens per expert.
 
 The load-balancing loss is the Switch Transformer one, E * sum_e f_e * P_e (f_e: share of routed
 token slots, P_e: mean gate probability), equal to 1 when tokens spread evenly and larger otherwise.
@@ -96,20 +96,8 @@ class MoEFeedForward(nn.Module):
         top_p, top_i = probs.topk(self.top_k, dim=-1)
         weights = (top_p / top_p.sum(dim=-1, keepdim=True)).to(tokens.dtype)
 
-        shared_up = self.dense(tokens)  # x W1 + b1, once per token for every expert
-        out = torch.zeros_like(tokens)
-        counts = torch.zeros(self.num_experts, device=tokens.device)
-        ex = self.experts
-        for e in range(self.num_experts):
-            rows, slot = (top_i == e).nonzero(as_tuple=True)
-            counts[e] = rows.numel()
-            if rows.numel() == 0:
-                continue
-            x = tokens[rows]
-            h = self.act(shared_up[rows] + (x @ ex.a_up[e]) @ ex.b_up[e])
-            y = self.down(h) + (h @ ex.a_down[e]) @ ex.b_down[e]
-            out.index_add_(0, rows, y * weights[rows, slot].unsqueeze(-1))
-
+        out = self._mix(tokens, top_i, weights)
+        counts = torch.bincount(top_i.reshape(-1), minlength=self.num_experts).to(probs.dtype)
         share = counts / counts.sum().clamp(min=1.0)
         aux = self.num_experts * (share * probs.mean(dim=0)).sum()
         self.aux_losses = [*self.aux_losses, aux] if self.training else [aux.detach()]
@@ -119,6 +107,31 @@ class MoEFeedForward(nn.Module):
         full = torch.zeros(flat.shape[0], out.shape[-1], dtype=out.dtype, device=out.device)
         full[keep] = out
         return full.reshape(shape[:-1] + (out.shape[-1],))
+
+    def _mix(self, tokens: torch.Tensor, top_i: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """sum over a token's k slots of weight * expert(token), as k dense passes over all tokens.
+
+        Why not loop over experts and gather their tokens: with rank-r experts, every expert's
+        A-projection of every token is one [N, d] x [d, E*r] product (E*r is small), and masking
+        it to the slot's expert before the B-projection selects that expert exactly. That turns
+        E gathers and 4E small products into k passes of a few large ones, which is what both a CPU
+        at batch 1 and a GPU at batch 64 run fastest; the arithmetic is the same.
+        """
+        ex = self.experts
+        n, e, r = tokens.shape[0], self.num_experts, ex.a_up.shape[-1]
+        a_up = ex.a_up.permute(1, 0, 2).reshape(-1, e * r)  # [d, E*r]
+        a_down = ex.a_down.permute(1, 0, 2).reshape(-1, e * r)  # [h, E*r]
+        b_up = ex.b_up.reshape(e * r, -1)  # [E*r, h]
+        b_down = ex.b_down.reshape(e * r, -1)  # [E*r, d]
+        shared_up = self.dense(tokens)  # x W1 + b1, once per token for every slot
+        low_up = (tokens @ a_up).view(n, e, r)
+        out = torch.zeros_like(tokens)
+        for slot in range(self.top_k):
+            chosen = nn.functional.one_hot(top_i[:, slot], e).to(tokens.dtype).unsqueeze(-1)  # [N, E, 1]
+            h = self.act(shared_up + (low_up * chosen).view(n, e * r) @ b_up)
+            low_down = ((h @ a_down).view(n, e, r) * chosen).view(n, e * r)
+            out = out + weights[:, slot : slot + 1] * (self.down(h) + low_down @ b_down)
+        return out
 
 
 class MoEOutput(nn.Module):

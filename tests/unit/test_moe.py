@@ -65,3 +65,26 @@ def test_balancing_loss_is_finite_positive_and_smallest_when_balanced() -> None:
 def test_top_k_must_fit() -> None:
     with pytest.raises(ValueError, match="top_k=5"):
         make_moe(num_experts=4, top_k=5)
+
+
+def test_dense_passes_equal_each_expert_applied_to_its_own_tokens() -> None:
+    """The k-pass forward against the textbook definition: gather each expert's tokens, run
+    expert_e(x) = act(x (W1 + A1 B1) + b1) (W2 + A2 B2) + b2, mix with the gate weights."""
+    moe = make_moe(num_experts=4, top_k=2)
+    with torch.no_grad():
+        for b in (moe.experts.b_up, moe.experts.b_down):
+            b.normal_(std=0.5)
+        moe.gate.weight.normal_(std=1.0)
+    x = torch.randn(40, 16)
+    probs = torch.softmax(moe.gate(x), dim=-1)
+    top_p, top_i = probs.topk(2, dim=-1)
+    weights = top_p / top_p.sum(-1, keepdim=True)
+    ex = moe.experts
+    expected = torch.zeros_like(x)
+    for e in range(4):
+        rows, slot = (top_i == e).nonzero(as_tuple=True)
+        w_up = moe.dense.weight.T + ex.a_up[e] @ ex.b_up[e]
+        w_down = moe.down.weight.T + ex.a_down[e] @ ex.b_down[e]
+        h = nn.functional.gelu(x[rows] @ w_up + moe.dense.bias)
+        expected.index_add_(0, rows, (h @ w_down + moe.down.bias) * weights[rows, slot, None])
+    assert torch.allclose(moe(x), expected, atol=1e-5)
