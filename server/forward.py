@@ -7,7 +7,6 @@ and reported with the answer."""
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -39,7 +38,7 @@ class Forwarder:
         self.targets = targets
 
     def _body(self, body: dict[str, Any], model: ModelInfo, stream: bool) -> dict[str, Any]:
-        out = copy.deepcopy(body)
+        out = dict(body)  # only top-level keys change; the messages are shared, not copied
         out["model"] = model.upstream_name
         out["stream"] = stream
         if stream:
