@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -58,6 +58,14 @@ class Service:
         await self.app.stop()
 
 
+class _HttpServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn would take SIGTERM/SIGINT for itself; here `serve()` owns them, so that a stop
+        turns health NOT_SERVING first and drains gRPC and HTTP together."""
+        yield
+
+
 def _http_server(cfg: Config, app: App) -> tuple[uvicorn.Server, socket.socket, int]:
     # The socket is bound here, not by uvicorn, so that port 0 resolves before serving starts.
     sock = socket.create_server((cfg.http.host, cfg.http.port or 0), reuse_port=False)
@@ -72,7 +80,7 @@ def _http_server(cfg: Config, app: App) -> tuple[uvicorn.Server, socket.socket, 
         lifespan="off",
         timeout_graceful_shutdown=5,
     )
-    return uvicorn.Server(config), sock, sock.getsockname()[1]
+    return _HttpServer(config), sock, sock.getsockname()[1]
 
 
 async def build_server(cfg: Config) -> Service:
