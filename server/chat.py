@@ -11,8 +11,8 @@ from models import ChatMessage
 from server.affinity import MAX_KEY_CHARS, Pin
 from server.app import App
 from server.errors import InvalidInput
-from server.pipeline import Plan, classify, plan, validate_messages
-from server.policies import admissible, estimate_input_tokens
+from server.pipeline import Plan, admit, classify, plan, request_tokens, validate_messages
+from server.registry import CompiledRouter
 from server.routers import FALLBACK
 
 ROUTER_PREFIX = "router:"
@@ -51,57 +51,48 @@ class ChatRouter:
         if not model:
             raise InvalidInput(f"model is required: '{ROUTER_PREFIX}<name>' or a catalogue model name")
         key = _check_key(affinity_key)
-        if model.startswith(ROUTER_PREFIX):
-            return await self._routed(model[len(ROUTER_PREFIX) :], messages, max_tokens, max_cost_usd, key)
-        validate_messages(messages, self.app.cfg.limits)
-        catalog = self.app.targets.catalog
-        if model not in catalog.models:
+        router = (
+            self.app.registry.get(model[len(ROUTER_PREFIX) :]) if model.startswith(ROUTER_PREFIX) else None
+        )
+        validate_messages(messages, self.app.cfg.limits)  # once, for every path below
+        tokens = request_tokens(self.app, messages, max_tokens)
+        if router is not None:
+            return await self._routed(router, messages, max_tokens, max_cost_usd, key, tokens)
+        if model not in self.app.targets.catalog.models:
             known = ", ".join(f"{ROUTER_PREFIX}{r.spec.name}" for r in self.app.registry.list())
             raise InvalidInput(f"unknown model {model!r}; use a router ({known}) or a catalogue model")
-        tokens = estimate_input_tokens([m.content for m in messages])
-        out = max_tokens or self.app.cfg.targets.default_output_tokens
-        keep, skipped = admissible([model], catalog, self.app.targets.healthy, tokens, out, max_cost_usd)
-        return Routed(None, None, Plan(tuple(keep), "direct", tuple(skipped), tokens, out), False, key)
+        return Routed(None, None, admit(self.app, [model], "direct", tokens, max_cost_usd), False, key)
 
     async def _routed(
         self,
-        name: str,
+        router: CompiledRouter,
         messages: Sequence[ChatMessage],
         max_tokens: int | None,
         max_cost_usd: float | None,
         key: str | None,
+        tokens: tuple[int, int],
     ) -> Routed:
-        router = self.app.registry.get(name)
+        name = router.spec.name
         if key is not None:
             pin = await self.app.affinity.get(f"{name}:{key}")
             if pin is not None:
-                validate_messages(messages, self.app.cfg.limits)
-                pinned = self._pinned_plan(pin, messages, max_tokens, max_cost_usd)
+                pinned = self._pinned_plan(router, pin, tokens, max_cost_usd)
                 if pinned is not None:
                     return Routed(name, pin.task, pinned, True, key)
-        classified = await classify(self.app, name, messages)
+        classified = await classify(self.app, router, messages)
         chosen = plan(self.app, router, classified.decision, messages, max_tokens, max_cost_usd, True)
         return Routed(name, classified.decision.task, chosen, False, key)
 
     def _pinned_plan(
-        self, pin: Pin, messages: Sequence[ChatMessage], max_tokens: int | None, max_cost_usd: float | None
+        self, router: CompiledRouter, pin: Pin, tokens: tuple[int, int], max_cost_usd: float | None
     ) -> Plan | None:
         """The pinned model first, then the router's fallback models; None when the pinned model can no
         longer take the request (gone from the catalogue, unhealthy, over budget): route afresh."""
-        router = self.app.registry.get(pin.router)
-        catalog = self.app.targets.catalog
-        if pin.model not in catalog.models:
+        if pin.model not in self.app.targets.catalog.models:
             return None
-        tokens = estimate_input_tokens([m.content for m in messages])
-        out = max_tokens or self.app.cfg.targets.default_output_tokens
-        caps = [c for c in (router.spec.max_cost_usd, max_cost_usd) if c is not None]
         ordered = [pin.model] + [m for m in router.spec.fallback_models if m != pin.model]
-        keep, skipped = admissible(
-            ordered, catalog, self.app.targets.healthy, tokens, out, min(caps) if caps else None
-        )
-        if not keep or keep[0] != pin.model:
-            return None
-        return Plan(tuple(keep), PINNED, tuple(skipped), tokens, out)
+        pinned = admit(self.app, ordered, PINNED, tokens, router.spec.max_cost_usd, max_cost_usd)
+        return pinned if pinned.models[:1] == (pin.model,) else None
 
     async def served(self, routed: Routed, model: str) -> None:
         """Pin (or re-pin, if a fallback answered) the conversation to the model that served it."""

@@ -81,7 +81,7 @@ class Forwarder:
             return info, endpoint, result, attempts
         # Nothing was even tried and the cap is why some were left out: a bigger cap would help.
         tried = any(a.endpoint is not None for a in attempts)
-        if not tried and any("exceeds the cap" in a.outcome for a in attempts):
+        if not tried and any(s.over_budget for s in skipped):
             raise OverBudget(f"no candidate model fits the cost cap: {describe(attempts)}")
         raise TargetUnavailable(
             f"every candidate model failed: {describe(attempts)}", [asdict(a) for a in attempts]

@@ -55,10 +55,12 @@ class Classified:
     received: float  # perf_counter() when the request arrived
 
 
-async def classify(app: App, router_name: str, messages: Sequence[ChatMessage]) -> Classified:
-    received = time.perf_counter()
-    router = lookup_router(app, router_name)
-    validate_messages(messages, app.cfg.limits)
+async def classify(
+    app: App, router: CompiledRouter, messages: Sequence[ChatMessage], received: float | None = None
+) -> Classified:
+    """Score `messages` (already validated by the caller) against `router`'s tasks. `received`: when
+    the request arrived (perf_counter), so its latency includes the caller's checks."""
+    received = time.perf_counter() if received is None else received
     prompt = app.engine.prepare(list(messages))
     tokenize_ms = (time.perf_counter() - received) * 1e3
     sims, info = await app.batcher.submit((prompt, router.prototypes), prompt.n_tokens)
@@ -70,10 +72,27 @@ class Plan:
     """The models to try, best first, and the ones the policy had to leave out (and why)."""
 
     models: tuple[str, ...]
-    policy: str  # cheapest, fastest, manual or fallback
+    policy: str  # cheapest, fastest, manual, fallback, pinned or direct
     skipped: tuple[Skip, ...]
-    input_tokens: int  # estimates the ordering and the cost cap used
-    output_tokens: int
+
+
+def request_tokens(app: App, messages: Sequence[ChatMessage], max_tokens: int | None) -> tuple[int, int]:
+    """(input, output) token estimates that the cheapest policy and the cost cap price."""
+    return (
+        estimate_input_tokens([m.content for m in messages]),
+        max_tokens or app.cfg.targets.default_output_tokens,
+    )
+
+
+def admit(
+    app: App, ordered: Sequence[str], policy: str, tokens: tuple[int, int], *caps: float | None
+) -> Plan:
+    """Keep the ordered candidates that can take the request; the lowest of the given cost caps applies."""
+    limits = [c for c in caps if c is not None]
+    keep, skipped = admissible(
+        ordered, app.targets.catalog, app.targets.healthy, *tokens, min(limits) if limits else None
+    )
+    return Plan(tuple(keep), policy, tuple(skipped))
 
 
 def plan(
@@ -88,15 +107,10 @@ def plan(
     """Order the decision's pool by its policy with live signals, then drop what cannot serve it.
     `with_fallback` (forwarding) appends the router's fallback models after a matched task's pool."""
     targets = app.targets
-    input_tokens = estimate_input_tokens([m.content for m in messages])
-    output_tokens = max_tokens or app.cfg.targets.default_output_tokens
+    tokens = request_tokens(app, messages, max_tokens)
     pool, policy = router.pool(decision)
     prefer = policy if policy in PREFERENCES else None
-    ordered = list(order_models(pool, prefer, targets.catalog, targets.stats, input_tokens, output_tokens))
+    ordered = list(order_models(pool, prefer, targets.catalog, targets.stats, *tokens))
     if with_fallback and decision.matched:
         ordered += [m for m in router.spec.fallback_models if m not in ordered]
-    caps = [c for c in (router.spec.max_cost_usd, max_cost_usd) if c is not None]
-    keep, skipped = admissible(
-        ordered, targets.catalog, targets.healthy, input_tokens, output_tokens, min(caps) if caps else None
-    )
-    return Plan(tuple(keep), policy, tuple(skipped), input_tokens, output_tokens)
+    return admit(app, ordered, policy, tokens, router.spec.max_cost_usd, max_cost_usd)

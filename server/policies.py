@@ -29,7 +29,7 @@ def order_models(
     output_tokens: int,
 ) -> tuple[str, ...]:
     """The pool in the order to try it. Ties keep the operator's list order (the sort is stable)."""
-    if prefer is None or prefer == MANUAL:
+    if prefer is None:
         return tuple(models)
     if prefer == "cheapest":
         return tuple(sorted(models, key=lambda m: catalog.models[m].cost_usd(input_tokens, output_tokens)))
@@ -42,6 +42,7 @@ def order_models(
 class Skip:
     model: str
     reason: str
+    over_budget: bool = False  # a bigger cost cap would have kept it
 
 
 def admissible(
@@ -66,7 +67,8 @@ def admissible(
                 Skip(model, f"needs ~{input_tokens + output_tokens} tokens; context is {info.context_tokens}")
             )
         elif max_cost_usd is not None and cost > max_cost_usd:
-            skipped.append(Skip(model, f"estimated ${cost:.6f} exceeds the cap ${max_cost_usd:.6f}"))
+            reason = f"estimated ${cost:.6f} exceeds the cap ${max_cost_usd:.6f}"
+            skipped.append(Skip(model, reason, over_budget=True))
         else:
             keep.append(model)
     return keep, skipped

@@ -35,17 +35,19 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     def __init__(self, app: App) -> None:
         self.app = app
         self.chats = ChatRouter(app)
-        self._forwarder: Forwarder | None = None
 
     # ---- request validation -------------------------------------------------------------------
 
-    def _messages(self, request: _Input, where: str = "") -> list[ChatMessage]:
+    @staticmethod
+    def _conversation(request: _Input, where: str = "") -> list[ChatMessage]:
         if request.prompt and request.messages:
             raise InvalidInput(f"{where}set either prompt or messages, not both")
         if request.prompt:
-            messages = [ChatMessage("user", request.prompt)]
-        else:
-            messages = [ChatMessage(m.role, m.content) for m in request.messages]
+            return [ChatMessage("user", request.prompt)]
+        return [ChatMessage(m.role, m.content) for m in request.messages]
+
+    def _messages(self, request: _Input, where: str = "") -> list[ChatMessage]:
+        messages = self._conversation(request, where)
         validate_messages(messages, self.app.cfg.limits, where)
         return messages
 
@@ -85,8 +87,10 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         )
 
     async def _classify(self, request: _Input) -> tuple[Classified, pb.ClassifyResponse, list[ChatMessage]]:
+        received = time.perf_counter()
+        router = self._router(request.router)
         messages = self._messages(request)
-        c = await classify(self.app, request.router, messages)
+        c = await classify(self.app, router, messages, received)
         return c, self._response(c.router, c.decision, c.prompt, c.info, c.tokenize_ms, c.received), messages
 
     @grpc_errors
@@ -139,7 +143,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     async def Chat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatEvent]:
-        messages = self._messages(request)
+        messages = self._conversation(request)  # route() validates it
         routed = await self.chats.route(
             request.model,
             messages,
@@ -152,9 +156,8 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             body["max_tokens"] = request.max_tokens
         if request.HasField("temperature"):
             body["temperature"] = request.temperature
-        if self._forwarder is None:
-            self._forwarder = Forwarder(self.app.targets)
-        info, stream, attempts = await self._forwarder.stream(routed.plan.models, routed.plan.skipped, body)
+        forwarder = Forwarder(self.app.targets)
+        info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)
         try:
             await self.chats.served(routed, info.name)
             yield pb.ChatEvent(

@@ -94,13 +94,6 @@ class OpenAIFront:
     def __init__(self, app: App) -> None:
         self.app = app
         self.chats = ChatRouter(app)
-        self._forwarder: Forwarder | None = None
-
-    @property
-    def forwarder(self) -> Forwarder:
-        if self._forwarder is None:
-            self._forwarder = Forwarder(self.app.targets)
-        return self._forwarder
 
     def routes(self) -> APIRouter:
         api = APIRouter()
@@ -136,7 +129,7 @@ class OpenAIFront:
         if body.get("stream"):
             return await self._stream(body, routed)
         plan = routed.plan
-        info, answer, attempts = await self.forwarder.complete(plan.models, plan.skipped, body)
+        info, answer, attempts = await Forwarder(self.app.targets).complete(plan.models, plan.skipped, body)
         await self.chats.served(routed, info.name)
         answer["model"] = info.name
         served = attribution(routed, info, answer.get("usage"), attempts)
@@ -147,7 +140,8 @@ class OpenAIFront:
 
     async def _stream(self, body: dict[str, Any], routed: Routed) -> StreamingResponse:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        info, stream, attempts = await self.forwarder.stream(routed.plan.models, routed.plan.skipped, body)
+        forwarder = Forwarder(self.app.targets)
+        info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)
         await self.chats.served(routed, info.name)
 
         async def sse() -> AsyncIterator[bytes]:
