@@ -13,8 +13,6 @@ as small as it gets, so the difference is what routing adds.
 from __future__ import annotations
 
 import argparse
-import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +21,9 @@ import httpx
 import yaml
 
 from loadtests.bench_classify import percentile, start_server
+from tests.conftest import free_port
+from tests.tiny_llama import SERVED_NAME, VLLM_PYTHON, build_tiny_llama, tiny_vllm_pool
 
-ROOT = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 PROMPTS = [
     "What is 17 multiplied by 23?",
     "Write a haiku about the sea.",
@@ -34,35 +32,13 @@ PROMPTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_config(root: Path, vllm_port: int) -> list[str]:
-    sys.path.insert(0, str(ROOT))
-    from tests.tiny_llama import build_tiny_llama
-
     model = build_tiny_llama(root / "tiny-llama")
-    pool = {
-        "kind": "vllm",
-        "command": [str(VLLM_PYTHON), "-m", "vllm.entrypoints.launchers.api_server.entry"],
-        "model_flag": "--model",
-        "env": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
-        "launch": [
-            {
-                "model": str(model),
-                "port": vllm_port,
-                "served_model_name": "tiny-llama",
-                "args": ["--dtype", "float32", "--enforce-eager", "--kv-cache-memory-bytes", "64M"],
-            }
-        ],
-    }
+    pool = tiny_vllm_pool(model, vllm_port)
     price = {"input_price_per_mtok": 0.1, "output_price_per_mtok": 0.2, "context_tokens": 2048}
     catalog = {
         "pools": {"local": pool},
-        "models": {"tiny": {**price, "pool": "local", "upstream": "tiny-llama"}},
+        "models": {"tiny": {**price, "pool": "local", "upstream": SERVED_NAME}},
     }
     (root / "catalog.yaml").write_text(yaml.safe_dump(catalog))
     routers = root / "routers"
@@ -83,7 +59,7 @@ def write_config(root: Path, vllm_port: int) -> list[str]:
 
 def measure(vllm_port: int, http_port: int, n: int, max_tokens: int) -> dict[str, list[float]]:
     kinds = {
-        "direct to vLLM": (f"http://127.0.0.1:{vllm_port}/v1/chat/completions", "tiny-llama"),
+        "direct to vLLM": (f"http://127.0.0.1:{vllm_port}/v1/chat/completions", SERVED_NAME),
         "taskrouter, plain model": (f"http://127.0.0.1:{http_port}/v1/chat/completions", "tiny"),
         "taskrouter, router:bench": (f"http://127.0.0.1:{http_port}/v1/chat/completions", "router:bench"),
     }

