@@ -48,6 +48,24 @@ class TaskClassifier(nn.Module):
             for moe in self.moe_layers:
                 moe.token_mask = None
 
+    @contextmanager
+    def static_graph(self) -> Iterator[None]:
+        """The encoder (`self.encoder`) as a graph with static shapes: eager attention (plain MatMuls,
+        no kernel choice made from the data), every token through its experts (no data-sized
+        gather), no expert statistics. For ONNX export and CUDA graph capture; exact for the real
+        tokens, because attention never reads padding and pooling drops it."""
+        transformer = self.encoder.transformer
+        previous = transformer.config._attn_implementation
+        transformer.set_attn_implementation("eager")
+        for moe in self.moe_layers:
+            moe.token_mask, moe.record_stats = None, False
+        try:
+            yield
+        finally:
+            transformer.set_attn_implementation(previous)
+            for moe in self.moe_layers:
+                moe.record_stats = True
+
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with self._routing(attention_mask):
             return self.encoder(input_ids, attention_mask)

@@ -78,6 +78,9 @@ class MoEFeedForward(nn.Module):
         # every one, for the prompt and the task side of a step; eval keeps only the latest).
         self.aux_losses: list[torch.Tensor] = []
         self.last_counts: torch.Tensor | None = None  # tokens routed to each expert in the last forward
+        # Off in graphs that must have static shapes and no host syncs (ONNX export, CUDA graphs):
+        # bincount sizes its output from the data. Training always records.
+        self.record_stats = True
 
     @property
     def down(self) -> nn.Linear:
@@ -97,11 +100,12 @@ class MoEFeedForward(nn.Module):
         weights = (top_p / top_p.sum(dim=-1, keepdim=True)).to(tokens.dtype)
 
         out = self._mix(tokens, top_i, weights)
-        counts = torch.bincount(top_i.reshape(-1), minlength=self.num_experts).to(probs.dtype)
-        share = counts / counts.sum().clamp(min=1.0)
-        aux = self.num_experts * (share * probs.mean(dim=0)).sum()
-        self.aux_losses = [*self.aux_losses, aux] if self.training else [aux.detach()]
-        self.last_counts = counts.detach()
+        if self.training or self.record_stats:
+            counts = torch.bincount(top_i.reshape(-1), minlength=self.num_experts).to(probs.dtype)
+            share = counts / counts.sum().clamp(min=1.0)
+            aux = self.num_experts * (share * probs.mean(dim=0)).sum()
+            self.aux_losses = [*self.aux_losses, aux] if self.training else [aux.detach()]
+            self.last_counts = counts.detach()
         if keep is None:
             return out.reshape(shape[:-1] + (out.shape[-1],))
         full = torch.zeros(flat.shape[0], out.shape[-1], dtype=out.dtype, device=out.device)

@@ -96,7 +96,9 @@ class App:
         self._affinity = make_affinity_store(self.cfg.affinity)
         # Launched vLLM replicas start while the classifier loads; SERVING waits for both.
         starting = asyncio.create_task(targets.start())
-        engine = await loop.run_in_executor(self.executor, Engine.load, self.cfg.model)
+        engine = await loop.run_in_executor(
+            self.executor, Engine.load, self.cfg.model, self.cfg.batching.max_batch_requests
+        )
         if self.cfg.model.warmup:
             await loop.run_in_executor(self.executor, engine.warmup)
 

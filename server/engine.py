@@ -1,4 +1,8 @@
-"""The inference engine: device, dtype, tokenization and forward passes. Synchronous; knows no asyncio.
+"""The inference engine: backend, device, dtype, tokenization and forward passes. Synchronous, no asyncio.
+
+Two backends run the encoder: torch (the reference; CUDA or CPU) and ONNX Runtime (CPU only, fp32
+or int8 MatMuls; models/onnx_export.py). Everything around the encoder (prototype mixing,
+similarities) stays in torch, so both backends share it.
 
 Only the batcher's single worker thread calls `score` and `task_prototypes`, so the model is never
 run from two threads at once; `prepare` (tokenization) is pure CPU work without torch and may run
@@ -25,6 +29,8 @@ from models import (
     load_checkpoint,
     pad_batch,
 )
+from models.cuda_graphs import LENGTH_BUCKETS, GraphedEncoder, bucket
+from models.onnx_export import OnnxEncoder, cached_export, onnx_available
 from server.config import ModelSection
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,33 @@ def pick_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     return resolved, _DTYPES[dtype]
 
 
+def pick_backend(backend: str, device: torch.device) -> str:
+    """'auto' = torch on CUDA, int8 ONNX Runtime on CPU when installed (measured fastest there)."""
+    if backend == "auto":
+        if device.type != "cpu":
+            return "torch"
+        if onnx_available():
+            return "onnx-int8"
+        log.warning("onnxruntime is not installed: classifying with torch on CPU (about 3x slower)")
+        return "torch"
+    if backend.startswith("onnx"):
+        if device.type != "cpu":
+            raise ValueError(f"model.backend={backend!r} runs on CPU only; use 'torch' on {device}")
+        if not onnx_available():
+            raise ValueError(f"model.backend={backend!r} needs `pip install onnxruntime onnx`")
+    return backend
+
+
+def length_groups(lengths: Sequence[int]) -> list[list[int]]:
+    """Indices of a batch grouped by padded-length bucket, shortest first: one encoder pass per group,
+    so that one long prompt does not make every short one in its batch pay for its padding (the
+    cost of a pass grows with batch x padded length)."""
+    groups: dict[int, list[int]] = {}
+    for index, length in enumerate(lengths):
+        groups.setdefault(bucket(length, LENGTH_BUCKETS) or length, []).append(index)
+    return [groups[key] for key in sorted(groups)]
+
+
 class Engine:
     def __init__(
         self,
@@ -60,22 +93,41 @@ class Engine:
         device: torch.device,
         dtype: torch.dtype,
         metadata: dict | None = None,
+        onnx: OnnxEncoder | None = None,
+        backend: str = "torch",
+        graphs: GraphedEncoder | None = None,
     ) -> None:
         self.model = model.to(device=device, dtype=dtype).eval()
         self.tokenizer = tokenizer
         self.device = device
         self.dtype = dtype
         self.metadata = metadata or {}
+        self.onnx = onnx
+        self.backend = backend
+        self.graphs = graphs
         self.max_tokens = model.config.max_seq_len
         self.pad_id = tokenizer.pad_token_id or 0
 
     @classmethod
-    def load(cls, cfg: ModelSection) -> Engine:
+    def load(cls, cfg: ModelSection, max_batch: int = 64) -> Engine:
         checkpoint = cfg.checkpoint or DEFAULT_CHECKPOINT
         device, dtype = pick_device(cfg.device, cfg.dtype)
+        backend = pick_backend(cfg.backend, device)
+        if cfg.threads and device.type == "cpu":
+            torch.set_num_threads(cfg.threads)
         model, tokenizer, metadata = load_checkpoint(checkpoint)
-        log.info("loaded checkpoint %s on %s (%s)", checkpoint, device, dtype)
-        return cls(model, tokenizer, device, dtype, metadata)
+        onnx = None
+        if backend.startswith("onnx"):
+            precision = "int8" if backend == "onnx-int8" else "fp32"
+            onnx = OnnxEncoder(cached_export(model, precision, cfg.onnx_cache_dir), threads=cfg.threads)
+            dtype = torch.float32
+        log.info("loaded checkpoint %s: %s on %s (%s)", checkpoint, backend, device, dtype)
+        engine = cls(model, tokenizer, device, dtype, metadata, onnx, backend)
+        if device.type == "cuda" and backend == "torch" and cfg.cuda_graphs:
+            engine.graphs = GraphedEncoder(
+                engine.model, device, max_batch, engine.max_tokens, engine.pad_id
+            )  # captured by warmup(), before SERVING
+        return engine
 
     @property
     def temperature(self) -> float:
@@ -88,15 +140,26 @@ class Engine:
     def prepare(self, messages: Sequence[ChatMessage]) -> PromptInput:
         return build_prompt(self.tokenizer, messages, self.max_tokens)
 
-    def _collate(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _embed(self, rows: Sequence[Sequence[int]], tasks: bool = False) -> torch.Tensor:
+        """Unit-norm embeddings [B, D] on the device, from the chosen backend."""
         ids, mask = pad_batch(rows, self.pad_id)
-        return ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        if self.onnx is not None:  # the classifier shares every weight between prompts and tasks
+            return torch.from_numpy(self.onnx(ids.numpy(), mask.numpy()))
+        if self.device.type == "cuda":
+            # Page-locked host memory: the copy to the GPU runs by DMA, without a staging copy.
+            ids, mask = ids.pin_memory(), mask.pin_memory()
+            if self.graphs is not None and not tasks:
+                out = self.graphs(ids, mask)
+                if out is not None:
+                    return out
+        ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        return self.model.encode_tasks(ids, mask) if tasks else self.model.encode_prompts(ids, mask)
 
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         # Same tokenization path as prompts: a fast tokenizer mutates shared state when truncation
         # settings change between calls, which breaks ("Already borrowed") under concurrent use.
         rows = [self.prepare([ChatMessage("user", text)]).input_ids for text in texts]
-        return self.model.encode_tasks(*self._collate(rows))
+        return self._embed(rows, tasks=True)
 
     @torch.inference_mode()
     def task_prototypes(self, tasks: Sequence[TaskText]) -> torch.Tensor:
@@ -109,7 +172,14 @@ class Engine:
     def score(self, prompts: Sequence[PromptInput], prototypes: Sequence[torch.Tensor]) -> list[np.ndarray]:
         """Similarities of each prompt to the tasks of its own router: one encoder pass for the batch,
         then one small matrix product per distinct router in it."""
-        embeddings = self.model.encode_prompts(*self._collate([p.input_ids for p in prompts]))
+        rows = [p.input_ids for p in prompts]
+        groups = length_groups([len(r) for r in rows])
+        if len(groups) == 1:
+            embeddings = self._embed(rows)
+        else:
+            order = [i for group in groups for i in group]
+            stacked = torch.cat([self._embed([rows[i] for i in group]) for group in groups])
+            embeddings = stacked[torch.argsort(torch.tensor(order, device=stacked.device))]
         results: list[np.ndarray | None] = [None] * len(prompts)
         groups: dict[int, list[int]] = {}
         for i, proto in enumerate(prototypes):
@@ -121,7 +191,14 @@ class Engine:
         return results  # type: ignore[return-value]
 
     def warmup(self) -> None:
-        """Exercise the shapes real traffic uses so lazy initialisation happens before SERVING."""
+        """Exercise the shapes real traffic uses so lazy initialisation happens before SERVING;
+        on CUDA, capture the graph of every bucket."""
+        if self.graphs is not None:
+            try:
+                self.graphs.capture()
+            except RuntimeError as exc:  # an op the capture cannot take: serve eagerly, say so
+                log.warning("CUDA graph capture failed, running the encoder eagerly: %s", exc)
+                self.graphs = None
         proto = self.task_prototypes([TaskText("warm-up task"), TaskText("another task", ("an example",))])
         for batch, length in ((1, 16), (8, 64), (32, self.max_tokens)):
             ids = [self.tokenizer.cls_token_id or 0] * length

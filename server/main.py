@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -24,6 +24,7 @@ from server.app import SERVICE_NAME, App
 from server.config import Config, load_config
 from server.http import build_http_app
 from server.service import TaskRouterService
+from server.workers import run_workers
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
@@ -68,7 +69,7 @@ class _HttpServer(uvicorn.Server):
 
 def _http_server(cfg: Config, app: App) -> tuple[uvicorn.Server, socket.socket, int]:
     # The socket is bound here, not by uvicorn, so that port 0 resolves before serving starts.
-    sock = socket.create_server((cfg.http.host, cfg.http.port or 0), reuse_port=False)
+    sock = socket.create_server((cfg.http.host, cfg.http.port or 0), reuse_port=cfg.server.workers > 1)
     # Accepted connections inherit this. asyncio only sets it itself on sockets created with
     # proto=IPPROTO_TCP; without it, Nagle holds each response's body behind its headers until the
     # client's delayed ACK: +40 ms on every keep-alive request.
@@ -89,7 +90,13 @@ async def build_server(cfg: Config) -> Service:
     app = App(cfg)
     limit = cfg.server.max_message_bytes
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # gRPC sets SO_REUSEPORT by default, which lets a second server on the same port take half
+            # the connections silently; only worker processes (server/workers.py) share a port.
+            ("grpc.so_reuseport", int(cfg.server.workers > 1)),
+        ]
     )
     pb_grpc.add_TaskRouterServicer_to_server(TaskRouterService(app), server)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
@@ -111,7 +118,7 @@ async def build_server(cfg: Config) -> Service:
     return service
 
 
-async def serve(cfg: Config) -> None:
+async def serve(cfg: Config, on_serving: Callable[[], None] | None = None) -> None:
     service = await build_server(cfg)
     await service.start()
     app = service.app
@@ -132,6 +139,8 @@ async def serve(cfg: Config) -> None:
         log.error("start-up failed: %s", load.exception())
     elif load.done():
         log.info("%s SERVING on %s:%d", SERVICE_NAME, cfg.server.host, service.port)
+        if on_serving is not None:
+            on_serving()
         await stop.wait()
     else:
         load.cancel()  # stopped while still loading
@@ -141,10 +150,18 @@ async def serve(cfg: Config) -> None:
         raise SystemExit(1)
 
 
+def _serve_blocking(cfg: Config, on_serving: Callable[[], None] | None) -> None:
+    asyncio.run(serve(cfg, on_serving))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     cfg = load_config(argv)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(cfg))
+    logging.basicConfig(
+        level=cfg.log_level, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+    )
+    if cfg.server.workers > 1:
+        raise SystemExit(run_workers(cfg, _serve_blocking))
+    _serve_blocking(cfg, None)
 
 
 if __name__ == "__main__":

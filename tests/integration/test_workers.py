@@ -1,0 +1,74 @@
+"""Several worker processes on one port (server/workers.py): the real entry point with --workers 2."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+from taskrouter.v1 import taskrouter_pb2 as pb
+from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_two_workers_share_the_port_and_stop_together() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.main", "--workers", "2", "--port", "0", "--http-port", "0"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        workers, target = [], None
+        for line in proc.stderr:
+            lines.append(line)
+            if found := re.search(r"worker \d+ \(pid (\d+)\) starting", line):
+                workers.append(int(found.group(1)))
+            if found := re.search(r"2 workers SERVING on ([\d.]+:\d+)", line):
+                target = found.group(1)
+                break
+        assert target is not None and len(workers) == 2, "".join(lines[-20:])
+        threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
+
+        before = {pid: cpu_seconds(pid) for pid in workers}
+
+        def calls(i: int) -> list[str]:
+            # A channel of its own per caller: the kernel spreads connections, not requests.
+            with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                stub = pb_grpc.TaskRouterStub(channel)
+                return [
+                    stub.Classify(pb.ClassifyRequest(router="support", prompt=f"refund order {i}-{k}")).task
+                    for k in range(15)
+                ]
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = [task for result in pool.map(calls, range(16)) for task in result]
+        assert len(answers) == 240 and all(answers)
+        spent = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
+        assert all(s > 0.1 for s in spent.values()), spent  # both workers classified a share
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(lines[-20:])
+        time.sleep(0.2)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
