@@ -79,7 +79,9 @@ def start_server(
         http = re.search(r"and [\d.]+:(\d+) \(HTTP\)", line)
         if http:
             http_port = int(http.group(1))
-        found = re.search(r"SERVING on ([\d.]+):(\d+)", line)
+        # With --workers, the parent says when every worker is SERVING; each worker says it alone.
+        ready = r"workers SERVING on" if "--workers" in extra else r"SERVING on"
+        found = re.search(ready + r" ([\d.]+):(\d+)", line)
         if found:
             # Keep draining the server's log so a full pipe can never stall it mid-benchmark.
             threading.Thread(target=proc.stderr.read, daemon=True).start()
@@ -131,7 +133,7 @@ class Sample:
 
 
 async def closed_loop(
-    stub: pb_grpc.TaskRouterStub, reqs: list[pb.ClassifyRequest], concurrency: int, duration_s: float
+    stubs: list[pb_grpc.TaskRouterStub], reqs: list[pb.ClassifyRequest], concurrency: int, duration_s: float
 ) -> Sample:
     sample = Sample()
     deadline = time.perf_counter() + duration_s
@@ -141,7 +143,7 @@ async def closed_loop(
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
-                sample.add(started, await stub.Classify(reqs[i % len(reqs)]))
+                sample.add(started, await stubs[offset % len(stubs)].Classify(reqs[i % len(reqs)]))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     sample.rejected += 1
@@ -156,14 +158,14 @@ async def closed_loop(
 
 
 async def open_loop(
-    stub: pb_grpc.TaskRouterStub, reqs: list[pb.ClassifyRequest], rate: float, duration_s: float
+    stubs: list[pb_grpc.TaskRouterStub], reqs: list[pb.ClassifyRequest], rate: float, duration_s: float
 ) -> Sample:
     sample = Sample()
     count = int(rate * duration_s)
 
     async def one(i: int, scheduled: float) -> None:
         try:
-            sample.add(scheduled, await stub.Classify(reqs[i % len(reqs)]))
+            sample.add(scheduled, await stubs[i % len(stubs)].Classify(reqs[i % len(reqs)]))
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 sample.rejected += 1
@@ -185,21 +187,30 @@ async def open_loop(
 
 async def run(target: str, args: argparse.Namespace) -> list[Sample]:
     results = []
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.TaskRouterStub(channel)
+    # One channel is one TCP connection; with --workers N the kernel spreads connections, not
+    # requests, so a client needs several channels to reach every worker.
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(args.channels)
+    ]
+    try:
+        stubs = [pb_grpc.TaskRouterStub(channel) for channel in channels]
         for tokens in args.tokens:
             reqs = prompts_of_length(tokens)
-            for req in reqs[:20]:  # warm the connection and the server
-                await stub.Classify(req)
-            print(f"\n{target}: {tokens}-token prompts")
+            for i, req in enumerate(reqs[: max(20, 2 * len(stubs))]):  # warm every connection
+                await stubs[i % len(stubs)].Classify(req)
+            print(f"\n{target}: {tokens}-token prompts, {len(stubs)} channel(s)")
             for concurrency in args.concurrency:
-                sample = await closed_loop(stub, reqs, concurrency, args.duration_s)
+                sample = await closed_loop(stubs, reqs, concurrency, args.duration_s)
                 print(sample.row(f"closed c={concurrency}"), flush=True)
                 results.append(sample)
             for rate in args.rates:
-                sample = await open_loop(stub, reqs, rate, args.duration_s)
+                sample = await open_loop(stubs, reqs, rate, args.duration_s)
                 print(sample.row(f"open {rate:g}/s"), flush=True)
                 results.append(sample)
+    finally:
+        for channel in channels:
+            await channel.close()
     return results
 
 
@@ -210,6 +221,9 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="*", default=[], help="open-loop arrival rates (req/s)")
     parser.add_argument("--tokens", type=int, nargs="+", default=[32], help="prompt lengths in tokens")
     parser.add_argument("--duration-s", type=float, default=10.0, help="per concurrency or rate")
+    parser.add_argument(
+        "--channels", type=int, default=1, help="gRPC connections (several reach every worker)"
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for the started server")
     parser.add_argument(
         "--compare-batching",

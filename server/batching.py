@@ -4,8 +4,9 @@
   batch fills up from whatever arrives meanwhile.
 - A batch is capped by a request count and a token budget; callers that have gone are dropped
   before their request costs anything.
-- Admission is bounded: past `max_queued_requests` waiting or running, `submit` raises Overloaded at
-  once instead of growing the queue.
+- Admission is bounded: past `max_queued_requests` waiting or running, or when the expected wait
+  (requests ahead x the recent per-request inference time) passes `max_queue_ms`, `submit` raises
+  Overloaded at once instead of growing the queue.
 - The model runs off the event loop on one worker thread; results go back to each caller by index,
   and a failed batch fails each of its callers with the error.
 """
@@ -61,6 +62,9 @@ class Batcher(Generic[In, Out]):
         self._closed = False
         self.batches_run = 0
         self.largest_batch = 0
+        # Moving average of inference time per request (ms), from recent batches: what each request
+        # already queued will cost whoever arrives next. None until the first batch has run.
+        self.per_request_ms: float | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
@@ -94,6 +98,14 @@ class Batcher(Generic[In, Out]):
                 f"server is at capacity ({self._in_flight} requests queued or running, limit {limit}); "
                 f"retry with backoff"
             )
+        budget = self._cfg.max_queue_ms
+        if budget and self.per_request_ms is not None:
+            expected = (self._in_flight + len(items)) * self.per_request_ms
+            if expected > budget:
+                raise Overloaded(
+                    f"server is at capacity: expected wait {expected:.0f} ms for {self._in_flight} requests "
+                    f"ahead exceeds batching.max_queue_ms={budget:g}; retry with backoff"
+                )
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         pending = [
@@ -146,6 +158,10 @@ class Batcher(Generic[In, Out]):
                 )
                 results = []
             finished = time.perf_counter()
+            if error is None:
+                sample = (finished - started) * 1e3 / len(batch)
+                previous = self.per_request_ms
+                self.per_request_ms = sample if previous is None else 0.8 * previous + 0.2 * sample
             self.batches_run += 1
             self.largest_batch = max(self.largest_batch, len(batch))
             for i, pending in enumerate(batch):

@@ -95,6 +95,15 @@ class BatchingSection(_Section):
         "RESOURCE_EXHAUSTED at once instead of joining an ever-growing queue.",
     )
 
+    max_queue_ms: float = Field(
+        1000.0,
+        ge=0,
+        description="Admission by expected wait: a request that would queue longer than this (requests "
+        "ahead of it x the recent inference time per request) gets RESOURCE_EXHAUSTED at once, which "
+        "bounds latency at saturation where a count alone cannot (a CPU drains 1024 requests in seconds). "
+        "0 turns it off.",
+    )
+
 
 class LimitsSection(_Section):
     max_prompt_bytes: int = Field(

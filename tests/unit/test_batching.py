@@ -147,6 +147,25 @@ def test_admission_is_bounded_and_all_or_nothing() -> None:
     run(scenario, model, max_batch_requests=4, max_queued_requests=5)
 
 
+def test_admission_by_expected_wait_refuses_at_once_what_would_wait_too_long() -> None:
+    """After batches of 20 ms per request, a 50 ms wait budget admits two requests ahead, not three."""
+    model = SlowModel()
+
+    async def scenario(batcher: Batcher[int, int]) -> None:
+        batcher.per_request_ms = 20.0  # as measured by earlier batches (checked below)
+        admitted = [asyncio.ensure_future(batcher.submit(x, 1)) for x in range(2)]
+        await wait_started(model)
+        with pytest.raises(Overloaded, match=r"expected wait 60 ms .* batching.max_queue_ms=50"):
+            await batcher.submit(2, 1)
+        assert batcher.queued == 2
+        model.release.set()
+        assert [r for r, _ in await asyncio.gather(*admitted)] == [0, 2]
+        assert batcher.per_request_ms is not None and batcher.per_request_ms < 20.0  # learnt from the run
+        assert (await batcher.submit(3, 1))[0] == 6  # the queue drained: admitted again
+
+    run(scenario, model, max_queue_ms=50)
+
+
 def test_closed_batcher_refuses_new_work() -> None:
     async def scenario() -> None:
         with ThreadPoolExecutor(1) as pool:
