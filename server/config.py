@@ -73,6 +73,12 @@ class ModelSection(_Section):
         "at warm-up and replay them (a lone request is launch-bound without). Falls back to eager if "
         "capture fails.",
     )
+    spin: bool = Field(
+        True,
+        description="ONNX Runtime's pool threads spin between ops instead of sleeping: a lone request "
+        "runs about a third faster (no thread wake-up per op), for some CPU burnt right after each batch. "
+        "Turn off when other busy processes share the cores.",
+    )
     onnx_cache_dir: Path | None = Field(
         None, description="Where exported ONNX encoders are kept; unset = $XDG_CACHE_HOME/taskrouter/onnx."
     )

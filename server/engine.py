@@ -119,7 +119,8 @@ class Engine:
         onnx = None
         if backend.startswith("onnx"):
             precision = "int8" if backend == "onnx-int8" else "fp32"
-            onnx = OnnxEncoder(cached_export(model, precision, cfg.onnx_cache_dir), threads=cfg.threads)
+            path = cached_export(model, precision, cfg.onnx_cache_dir)
+            onnx = OnnxEncoder(path, threads=cfg.threads, spin=cfg.spin)
             dtype = torch.float32
         log.info("loaded checkpoint %s: %s on %s (%s)", checkpoint, backend, device, dtype)
         engine = cls(model, tokenizer, device, dtype, metadata, onnx, backend)
