@@ -84,6 +84,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="let ONNX Runtime threads spin (the server's default); off here because spinning pools "
+        "of the backends timed in turn would steal each other's cores",
+    )
     args = parser.parse_args()
 
     shapes = [(1, 16), (1, 32), (1, 64), (1, 128), (8, 32), (32, 32)]
@@ -91,7 +97,7 @@ def main() -> None:
     engines = {}
     for backend in args.backends:
         engines[backend] = Engine.load(
-            ModelSection(backend=backend, checkpoint=args.checkpoint, threads=args.threads)
+            ModelSection(backend=backend, checkpoint=args.checkpoint, threads=args.threads, spin=args.spin)
         )
         engines[backend].warmup()
     lat = latency(engines, shapes, args.repeats)

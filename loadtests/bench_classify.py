@@ -43,6 +43,7 @@ from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
 PROMPTS = Path(__file__).resolve().parents[1] / "tests" / "data" / "default_router_prompts.yaml"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BACKOFF_S = 0.05  # a closed-loop caller's pause after RESOURCE_EXHAUSTED
 
 
 def prompts_of_length(tokens: int) -> list[pb.ClassifyRequest]:
@@ -147,6 +148,7 @@ async def closed_loop(
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     sample.rejected += 1
+                    await asyncio.sleep(BACKOFF_S)  # as the message asks; no retry storm
                 else:
                     sample.failed += 1
             i += concurrency
