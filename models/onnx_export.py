@@ -140,7 +140,19 @@ def cached_export(classifier: TaskClassifier, precision: Precision, cache_dir: P
     final = cache / f"{weights_key(classifier, precision)}-{precision}"
     if (final / MODEL_FILE).is_file():
         return final / MODEL_FILE
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=cache)
+        probe.close()
+    except OSError as exc:  # e.g. a container user without a writable home: export, just not cached
+        cache = Path(tempfile.mkdtemp(prefix="taskrouter-onnx-"))
+        final = cache / final.name
+        log.warning(
+            "ONNX cache %s is not writable (%s); exporting to %s",
+            cache_dir or default_cache_dir(),
+            exc,
+            cache,
+        )
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=cache))
     try:
         log.info("exporting the encoder to ONNX (%s); cached in %s", precision, final)

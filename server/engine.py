@@ -119,9 +119,16 @@ class Engine:
         onnx = None
         if backend.startswith("onnx"):
             precision = "int8" if backend == "onnx-int8" else "fp32"
-            path = cached_export(model, precision, cfg.onnx_cache_dir)
-            onnx = OnnxEncoder(path, threads=cfg.threads, spin=cfg.spin)
-            dtype = torch.float32
+            try:
+                path = cached_export(model, precision, cfg.onnx_cache_dir)
+                onnx = OnnxEncoder(path, threads=cfg.threads, spin=cfg.spin)
+                dtype = torch.float32
+            except Exception as exc:
+                if cfg.backend != "auto":  # asked for by name: say why it cannot be had
+                    raise ValueError(f"model.backend={backend!r}: the ONNX export failed: {exc}") from exc
+                # A checkpoint the exporter cannot take still serves, on the reference path.
+                log.warning("ONNX export failed (%s: %s); serving with torch", type(exc).__name__, exc)
+                backend = "torch"
         log.info("loaded checkpoint %s: %s on %s (%s)", checkpoint, backend, device, dtype)
         engine = cls(model, tokenizer, device, dtype, metadata, onnx, backend)
         if device.type == "cuda" and backend == "torch" and cfg.cuda_graphs:

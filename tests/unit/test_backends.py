@@ -144,3 +144,25 @@ def test_the_static_graph_is_the_model(engines: dict[str, Engine]) -> None:
             static = engine.model.encoder(ids, mask)
     torch.testing.assert_close(static, reference, atol=1e-5, rtol=1e-4)
     assert all(moe.record_stats for moe in engine.model.moe_layers)  # restored afterwards
+
+
+def test_an_unwritable_cache_still_exports(tmp_path: Path) -> None:
+    """A container user without a writable home still gets the fast path, exported to a temp dir."""
+    model, _, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    path = cached_export(model, "fp32", not_a_dir)
+    assert path.is_file() and not path.is_relative_to(tmp_path)
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection (the exporter is replaced by one that raises: no real checkpoint makes it fail
+    today): 'auto' serves on torch; a named ONNX backend refuses to start and says why."""
+
+    def broken(*_: object, **__: object) -> Path:
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr("server.engine.cached_export", broken)
+    assert Engine.load(ModelSection(device="cpu", backend="auto")).backend == "torch"
+    with pytest.raises(ValueError, match="model.backend='onnx-int8': the ONNX export failed: unsupported"):
+        Engine.load(ModelSection(device="cpu", backend="onnx-int8"))
