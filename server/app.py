@@ -17,6 +17,7 @@ from server.batching import Batcher
 from server.config import AffinitySection, Config
 from server.engine import Engine, TaskText
 from server.errors import NotReady
+from server.persistence import RouterState
 from server.registry import RouterRegistry
 from server.routers import RouterSpec, load_router_dir
 from server.targets import Targets, load_catalog
@@ -106,9 +107,25 @@ class App:
             tasks = [TaskText(t.description, t.examples) for t in spec.tasks]
             return await loop.run_in_executor(self.executor, engine.task_prototypes, tasks)
 
-        registry = RouterRegistry(compile_router, catalog, engine.default_threshold, engine.temperature)
-        for spec in specs:
-            await registry.create(spec)
+        state = RouterState(self.cfg.routers.state_file, catalog) if self.cfg.routers.state_file else None
+        saved = state.load() if state is not None else None
+        registry = RouterRegistry(
+            compile_router,
+            catalog,
+            engine.default_threshold,
+            engine.temperature,
+            persist=state.save if state is not None else None,
+        )
+        if saved is not None:  # the state file, once written, is what the routers are
+            for router in saved:
+                await registry.restore(router)
+            specs = [r.spec for r in saved]
+            log.info("routers restored from %s", state.path)  # type: ignore[union-attr]
+        else:
+            for spec in specs:
+                await registry.create(spec)
+            if state is not None:
+                await registry.save()
 
         def run_batch(items: list[BatchItem]) -> list[np.ndarray]:
             return engine.score([p for p, _ in items], [proto for _, proto in items])

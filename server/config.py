@@ -134,6 +134,13 @@ class RoutersSection(_Section):
         "each model (server/targets/catalog.py documents the format).",
     )
 
+    state_file: Path | None = Field(
+        None,
+        description="JSON file that keeps the routers created, changed or deleted over the APIs across "
+        "restarts (rewritten atomically after every change). Its first start is seeded from `dir`; "
+        "afterwards the file is what the routers are. Unset: API changes last until the process ends.",
+    )
+
 
 class HttpSection(_Section):
     host: str = Field("127.0.0.1", description="Interface of the OpenAI-compatible and control-plane API.")
@@ -220,6 +227,7 @@ def _flag_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", dest="model.checkpoint", type=Path)
     parser.add_argument("--device", dest="model.device")
     parser.add_argument("--routers-dir", dest="routers.dir", type=Path)
+    parser.add_argument("--state-file", dest="routers.state_file", type=Path)
     parser.add_argument("--log-level", dest="log_level")
     return parser
 

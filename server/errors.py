@@ -61,6 +61,13 @@ class InferenceFailed(TaskRouterError):
     code = grpc.StatusCode.INTERNAL
 
 
+class PersistFailed(TaskRouterError):
+    """A router change could not be saved to the state file; it was not applied either."""
+
+    http_id = "internal"
+    code = grpc.StatusCode.INTERNAL
+
+
 class TargetUnavailable(TaskRouterError):
     """Every candidate model failed or was skipped; `attempts` says what was tried."""
 

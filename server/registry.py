@@ -15,6 +15,7 @@ import torch
 
 from models import match_probabilities
 from server.errors import AlreadyExists, NotFound
+from server.persistence import SavedRouter
 from server.policies import MANUAL
 from server.routers import FALLBACK, RouterSpec
 from server.targets import Catalog
@@ -69,13 +70,24 @@ class CompiledRouter:
 
 
 Compile = Callable[[RouterSpec], Awaitable[torch.Tensor]]
+Persist = Callable[[list[SavedRouter]], None]
 
 
 class RouterRegistry:
     """Create/read/update/delete routers. `compile` embeds a definition's tasks (on the engine thread)."""
 
-    def __init__(self, compile: Compile, catalog: Catalog, default_threshold: float, temperature: float):
+    def __init__(
+        self,
+        compile: Compile,
+        catalog: Catalog,
+        default_threshold: float,
+        temperature: float,
+        persist: Persist | None = None,
+    ):
+        """`persist`, when given, saves the whole set after every change, before the change is
+        visible: a change that cannot be saved fails and changes nothing."""
         self._compile = compile
+        self._persist = persist
         self.catalog = catalog
         self._default_threshold = default_threshold
         self._temperature = temperature
@@ -99,10 +111,15 @@ class RouterRegistry:
         raise NotFound(f"no router with uuid {router_uuid!r}")
 
     async def _build(
-        self, spec: RouterSpec, version: int, created: float | None, router_uuid: str | None = None
+        self,
+        spec: RouterSpec,
+        version: int,
+        created: float | None,
+        router_uuid: str | None = None,
+        updated: float | None = None,
     ) -> CompiledRouter:
         prototypes = await self._compile(spec)
-        now = time.time()
+        now = time.time() if updated is None else updated
         return CompiledRouter(
             spec=spec,
             version=version,
@@ -114,12 +131,29 @@ class RouterRegistry:
             update_time=now,
         )
 
+    async def _commit(self, routers: dict[str, CompiledRouter]) -> None:
+        if self._persist is not None:
+            saved = [
+                SavedRouter(r.spec, r.uuid, r.version, r.create_time, r.update_time) for r in routers.values()
+            ]
+            await asyncio.to_thread(self._persist, saved)  # a write and two fsyncs: off the event loop
+        self._routers = routers
+
+    async def restore(self, saved: SavedRouter) -> CompiledRouter:
+        """Bring back a saved router as it was (uuid, version, creation time), without saving."""
+        async with self._lock:
+            router = await self._build(
+                saved.spec, saved.version, saved.create_time, saved.uuid, saved.update_time
+            )
+            self._routers = {**self._routers, saved.spec.name: router}
+            return router
+
     async def create(self, spec: RouterSpec) -> CompiledRouter:
         async with self._lock:
             if spec.name in self._routers:
                 raise AlreadyExists(f"router {spec.name!r} already exists; use UpdateRouter to change it")
             router = await self._build(spec, version=1, created=None)
-            self._routers[spec.name] = router
+            await self._commit({**self._routers, spec.name: router})
             return router
 
     async def update(self, spec: RouterSpec, current_name: str | None = None) -> CompiledRouter:
@@ -129,11 +163,16 @@ class RouterRegistry:
             if spec.name != old.spec.name and spec.name in self._routers:
                 raise AlreadyExists(f"router {spec.name!r} already exists; choose another name")
             router = await self._build(spec, old.version + 1, old.create_time, old.uuid)
-            del self._routers[old.spec.name]
-            self._routers[spec.name] = router
+            routers = {n: r for n, r in self._routers.items() if n != old.spec.name}
+            await self._commit({**routers, spec.name: router})
             return router
 
     async def delete(self, name: str) -> None:
         async with self._lock:
             self.get(name)
-            del self._routers[name]
+            await self._commit({n: r for n, r in self._routers.items() if n != name})
+
+    async def save(self) -> None:
+        """Write the current set (the first start with a state file saves the seeded routers)."""
+        async with self._lock:
+            await self._commit(dict(self._routers))
