@@ -12,10 +12,15 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+
+from taskrouter.v1 import taskrouter_pb2 as pb
+from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 Served = tuple[subprocess.Popen[str], int, list[str], threading.Thread]
@@ -77,12 +82,45 @@ def test_readme_grpcurl_examples_work_as_written(cli_server: Served) -> None:
     assert json.loads(outputs["grpc.health.v1.Health/Check"])["status"] == "SERVING"
 
 
-def test_sigterm_stops_cleanly(cli_server: Served) -> None:
-    proc, _, log, drain = cli_server
+def test_sigterm_under_load_finishes_every_request_in_flight(cli_server: Served) -> None:
+    """8 callers in a loop; SIGTERM mid-load. Every call that started before the signal succeeds;
+    later ones either succeed (still draining) or get UNAVAILABLE; the process exits 0."""
+    proc, port, log, drain = cli_server
+    outcomes: list[tuple[float, grpc.StatusCode]] = []
+    stop_at: list[float] = []
+
+    def caller(i: int) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.TaskRouterStub(channel)
+            while not stop_at or time.monotonic() < stop_at[0] + 2:
+                started = time.monotonic()
+                try:
+                    stub.Classify(
+                        pb.ClassifyRequest(router="support", prompt=f"refund order {i}"), timeout=30
+                    )
+                    outcomes.append((started, grpc.StatusCode.OK))
+                except grpc.RpcError as exc:
+                    outcomes.append((started, exc.code()))
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        return
+
+    callers = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for thread in callers:
+        thread.start()
+    time.sleep(1.5)
+    stop_at.append(time.monotonic())
     proc.send_signal(signal.SIGTERM)
+    for thread in callers:
+        thread.join(60)
     assert proc.wait(timeout=60) == 0
     drain.join(10)  # the log is read to its end
     assert any("shutting down" in line for line in log)
+    before = [code for started, code in outcomes if started < stop_at[0]]
+    assert len(before) > 8 and all(code == grpc.StatusCode.OK for code in before), before
+    assert {code for started, code in outcomes if started >= stop_at[0]} <= {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.UNAVAILABLE,
+    }
 
 
 def test_a_broken_router_file_stops_start_up_naming_file_and_field(tmp_path: Path) -> None:
