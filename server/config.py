@@ -102,7 +102,7 @@ class BatchingSection(_Section):
     )
 
     max_queue_ms: float = Field(
-        1000.0,
+        2000.0,
         ge=0,
         description="Admission by expected wait: a request that would queue longer than this (requests "
         "ahead of it x the recent inference time per request) gets RESOURCE_EXHAUSTED at once, which "
@@ -181,6 +181,36 @@ class AffinitySection(_Section):
     max_keys: int = Field(100_000, gt=0, description="Memory store: most pins kept (least recent go first).")
 
 
+class AuthSection(_Section):
+    admin_token_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the admin token. When set, router "
+        "management (gRPC CreateRouter/UpdateRouter/GetRouter/ListRouters/DeleteRouter and the HTTP "
+        "/v2 control plane) needs `authorization: Bearer <token>`. The token itself is never in config.",
+    )
+    inference_token_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the inference token. When set, Classify, "
+        "ClassifyBatch, Route, Chat and the OpenAI-compatible endpoints need it (or the admin token).",
+    )
+
+
+class TlsSection(_Section):
+    cert_file: Path | None = Field(
+        None, description="PEM certificate (chain) for gRPC and HTTP; with key_file, both serve TLS only."
+    )
+    key_file: Path | None = Field(None, description="PEM private key of cert_file.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file go together: set both or neither")
+        for path in (self.cert_file, self.key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TASKROUTER_", env_nested_delimiter="__", frozen=True, extra="forbid"
@@ -194,6 +224,8 @@ class Config(BaseSettings):
     http: HttpSection = HttpSection()
     targets: TargetsSection = TargetsSection()
     affinity: AffinitySection = AffinitySection()
+    auth: AuthSection = AuthSection()
+    tls: TlsSection = TlsSection()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -61,6 +61,22 @@ class InferenceFailed(TaskRouterError):
     code = grpc.StatusCode.INTERNAL
 
 
+class Unauthenticated(TaskRouterError):
+    """No token, or one that is not valid."""
+
+    http_status = 401
+    http_id = "unauthenticated"
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(TaskRouterError):
+    """A valid token that may not make this call (an inference token on an admin call)."""
+
+    http_status = 403
+    http_id = "permission_denied"
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class PersistFailed(TaskRouterError):
     """A router change could not be saved to the state file; it was not applied either."""
 

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.app import SERVICE_NAME, App
+from server.auth import Auth, GrpcAuth
 from server.config import Config, load_config
 from server.http import build_http_app
 from server.service import TaskRouterService
@@ -67,7 +68,7 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _http_server(cfg: Config, app: App) -> tuple[uvicorn.Server, socket.socket, int]:
+def _http_server(cfg: Config, app: App, auth: Auth | None) -> tuple[uvicorn.Server, socket.socket, int]:
     # The socket is bound here, not by uvicorn, so that port 0 resolves before serving starts.
     sock = socket.create_server((cfg.http.host, cfg.http.port or 0), reuse_port=cfg.server.workers > 1)
     # Accepted connections inherit this. asyncio only sets it itself on sockets created with
@@ -75,7 +76,9 @@ def _http_server(cfg: Config, app: App) -> tuple[uvicorn.Server, socket.socket, 
     # client's delayed ACK: +40 ms on every keep-alive request.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     config = uvicorn.Config(
-        build_http_app(app),
+        build_http_app(app, auth),
+        ssl_certfile=cfg.tls.cert_file,
+        ssl_keyfile=cfg.tls.key_file,
         log_level="warning",
         access_log=False,
         lifespan="off",
@@ -89,14 +92,17 @@ async def build_server(cfg: Config) -> Service:
     them (`Service.start`) and then awaits `app.load()`."""
     app = App(cfg)
     limit = cfg.server.max_message_bytes
+    # Only when a token is configured: an open server pays nothing for the check.
+    auth = Auth(cfg.auth) if cfg.auth.admin_token_env or cfg.auth.inference_token_env else None
     server = grpc.aio.server(
+        interceptors=[GrpcAuth(auth)] if auth is not None else None,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             # gRPC sets SO_REUSEPORT by default, which lets a second server on the same port take half
             # the connections silently; only worker processes (server/workers.py) share a port.
             ("grpc.so_reuseport", int(cfg.server.workers > 1)),
-        ]
+        ],
     )
     pb_grpc.add_TaskRouterServicer_to_server(TaskRouterService(app), server)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
@@ -109,12 +115,17 @@ async def build_server(cfg: Config) -> Service:
         server,
     )
     await app.set_serving(False)
-    port = server.add_insecure_port(f"{cfg.server.host}:{cfg.server.port}")
+    address = f"{cfg.server.host}:{cfg.server.port}"
+    if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
+        pair = (cfg.tls.key_file.read_bytes(), cfg.tls.cert_file.read_bytes())
+        port = server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {cfg.server.host}:{cfg.server.port}")
     service = Service(app, server, port, None)
     if cfg.http.port is not None:
-        service._http, service._http_socket, service.http_port = _http_server(cfg, app)
+        service._http, service._http_socket, service.http_port = _http_server(cfg, app, auth)
     return service
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from server.app import App
+from server.auth import Auth
 from server.errors import InvalidInput, TaskRouterError, http_error
 from server.http.control_plane import PREFIX, ControlPlane
 from server.http.openai_front import OpenAIFront
@@ -17,10 +19,21 @@ from server.http.openai_front import OpenAIFront
 log = logging.getLogger(__name__)
 
 
-def build_http_app(app: App) -> FastAPI:
+def _guard(auth: Auth, admin: bool, what: str) -> Any:
+    async def check(request: Request) -> None:
+        auth.check(admin, request.headers.get("authorization"), what)
+
+    return Depends(check)
+
+
+def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
     http = FastAPI(title="taskrouter", docs_url="/docs", redoc_url=None)
-    http.include_router(OpenAIFront(app).routes())
-    http.include_router(ControlPlane(app).routes())
+    open_api, admin_api = [], []
+    if auth is not None:
+        open_api = [_guard(auth, False, "the OpenAI-compatible API")]
+        admin_api = [_guard(auth, True, "the router control plane")]
+    http.include_router(OpenAIFront(app).routes(), dependencies=open_api)
+    http.include_router(ControlPlane(app).routes(), dependencies=admin_api)
 
     def shape(request: Request) -> str:
         return "v2" if request.url.path.startswith(PREFIX) else "openai"
