@@ -109,13 +109,7 @@ class App:
 
         state = RouterState(self.cfg.routers.state_file, catalog) if self.cfg.routers.state_file else None
         saved = state.load() if state is not None else None
-        registry = RouterRegistry(
-            compile_router,
-            catalog,
-            engine.default_threshold,
-            engine.temperature,
-            persist=state.save if state is not None else None,
-        )
+        registry = RouterRegistry(compile_router, catalog, engine.default_threshold, engine.temperature)
         if saved is not None:  # the state file, once written, is what the routers are
             for router in saved:
                 await registry.restore(router)
@@ -124,8 +118,8 @@ class App:
         else:
             for spec in specs:
                 await registry.create(spec)
-            if state is not None:
-                await registry.save()
+        if state is not None:
+            await registry.persist_with(state.save)
 
         def run_batch(items: list[BatchItem]) -> list[np.ndarray]:
             return engine.score([p for p, _ in items], [proto for _, proto in items])

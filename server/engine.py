@@ -181,12 +181,12 @@ class Engine:
         """Similarities of each prompt to the tasks of its own router: one encoder pass for the batch,
         then one small matrix product per distinct router in it."""
         rows = [p.input_ids for p in prompts]
-        groups = length_groups([len(r) for r in rows])
-        if len(groups) == 1:
+        by_length = length_groups([len(r) for r in rows])
+        if len(by_length) == 1:
             embeddings = self._embed(rows)
         else:
-            order = [i for group in groups for i in group]
-            stacked = torch.cat([self._embed([rows[i] for i in group]) for group in groups])
+            order = [i for group in by_length for i in group]
+            stacked = torch.cat([self._embed([rows[i] for i in group]) for group in by_length])
             embeddings = stacked[torch.argsort(torch.tensor(order, device=stacked.device))]
         results: list[np.ndarray | None] = [None] * len(prompts)
         groups: dict[int, list[int]] = {}

@@ -82,12 +82,9 @@ class RouterRegistry:
         catalog: Catalog,
         default_threshold: float,
         temperature: float,
-        persist: Persist | None = None,
     ):
-        """`persist`, when given, saves the whole set after every change, before the change is
-        visible: a change that cannot be saved fails and changes nothing."""
         self._compile = compile
-        self._persist = persist
+        self._persist: Persist | None = None
         self.catalog = catalog
         self._default_threshold = default_threshold
         self._temperature = temperature
@@ -172,7 +169,10 @@ class RouterRegistry:
             self.get(name)
             await self._commit({n: r for n, r in self._routers.items() if n != name})
 
-    async def save(self) -> None:
-        """Write the current set (the first start with a state file saves the seeded routers)."""
+    async def persist_with(self, persist: Persist) -> None:
+        """Save the current set with `persist` now, then after every change, before the change is
+        visible: a change that cannot be saved fails and changes nothing. Attached after the
+        routers are loaded, so start-up writes the file once (which also proves it writable)."""
         async with self._lock:
+            self._persist = persist
             await self._commit(dict(self._routers))

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,38 @@ from server.main import build_server
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
 DATA = Path(__file__).resolve().parent / "data"
+ROOT = DATA.parents[1]
+
+
+@dataclass
+class Spawned:
+    """`python -m server.main` in its own process, as an operator runs it."""
+
+    proc: subprocess.Popen[str]
+    ready: re.Match[str]  # the log line that said it was ready
+    log: list[str]  # every line so far; `drain` keeps appending until the process ends
+    drain: threading.Thread
+
+
+def spawn_server(args: list[str], ready: str) -> Spawned:
+    """Start the entry point with `args`; return once a log line matches the regex `ready`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.main", *args],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    log: list[str] = []
+    for line in proc.stderr:
+        log.append(line)
+        if found := re.search(ready, line):
+            # Keep reading, so a full pipe never stalls the server and the test sees every line.
+            drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+            drain.start()
+            return Spawned(proc, found, log, drain)
+    raise AssertionError(f"the server exited before {ready!r}:\n" + "".join(log[-20:]))
 
 
 class ServerThread:

@@ -4,7 +4,6 @@ examples run as written (port aside), and SIGTERM stops it cleanly."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -21,35 +20,17 @@ import pytest
 
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, spawn_server
 
-ROOT = Path(__file__).resolve().parents[2]
 Served = tuple[subprocess.Popen[str], int, list[str], threading.Thread]
 
 
 @pytest.fixture(scope="module")
 def cli_server() -> Iterator[Served]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.main", "--port", "0", "--http-port", "0"],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stderr is not None
-    log: list[str] = []
-    port = None
-    for line in proc.stderr:
-        log.append(line)
-        found = re.search(r"SERVING on [\d.]+:(\d+)", line)
-        if found:
-            port = int(found.group(1))
-            break
-    assert port is not None, "".join(log)
-    drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    drain.start()
-    yield proc, port, log, drain
-    if proc.poll() is None:
-        proc.kill()
+    server = spawn_server(["--port", "0", "--http-port", "0"], r"SERVING on [\d.]+:(\d+)")
+    yield server.proc, int(server.ready.group(1)), server.log, server.drain
+    if server.proc.poll() is None:
+        server.proc.kill()
 
 
 def readme_grpcurl_commands() -> list[str]:

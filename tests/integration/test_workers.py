@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +13,7 @@ import grpc
 
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import spawn_server
 
 
 def cpu_seconds(pid: int) -> float:
@@ -26,26 +22,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def test_two_workers_share_the_port_and_stop_together() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.main", "--workers", "2", "--port", "0", "--http-port", "0"],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    server = spawn_server(
+        ["--workers", "2", "--port", "0", "--http-port", "0"], r"2 workers SERVING on ([\d.]+:\d+)"
     )
-    assert proc.stderr is not None
-    lines: list[str] = []
+    proc, lines, target = server.proc, server.log, server.ready.group(1)
     try:
-        workers, target = [], None
-        for line in proc.stderr:
-            lines.append(line)
-            if found := re.search(r"worker \d+ \(pid (\d+)\) starting", line):
-                workers.append(int(found.group(1)))
-            if found := re.search(r"2 workers SERVING on ([\d.]+:\d+)", line):
-                target = found.group(1)
-                break
-        assert target is not None and len(workers) == 2, "".join(lines[-20:])
-        threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
+        workers = [
+            int(m.group(1)) for line in lines if (m := re.search(r"worker \d+ \(pid (\d+)\) starting", line))
+        ]
+        assert len(workers) == 2, "".join(lines[-20:])
 
         before = {pid: cpu_seconds(pid) for pid in workers}
 
