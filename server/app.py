@@ -4,7 +4,9 @@ start batching and the model targets, and only then report SERVING."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,6 +23,7 @@ from server.persistence import RouterState
 from server.registry import RouterRegistry
 from server.routers import RouterSpec, load_router_dir
 from server.targets import Targets, load_catalog
+from server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,10 @@ class App:
         self._batcher: Batcher[BatchItem, np.ndarray] | None = None
         self._targets: Targets | None = None
         self._affinity: AffinityStore | None = None
+        self.telemetry = Telemetry(cfg.telemetry)
+        self._serving = False  # what the lifecycle wants; health also needs the classifier not stalled
+        self.stalled = False
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -81,11 +88,40 @@ class App:
         return self._require()[2]
 
     async def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        self._serving = serving
+        await self._publish_health()
+
+    async def _publish_health(self) -> None:
+        up = self._serving and not self.stalled
+        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
+
+    async def _watch(self, batcher: Batcher[BatchItem, np.ndarray]) -> None:
+        """Turn a classifier that stopped answering into an alarm: health NOT_SERVING and the stalled
+        gauge at 1, until a batch completes again. Without it a hung model thread looks like a quiet
+        service, and a broken one like a fast one."""
+        cfg = self.cfg.telemetry
+        gauge = self.telemetry.metrics.stalled
+        while True:
+            await asyncio.sleep(min(1.0, cfg.stall_after_s / 4))
+            since = batcher.running_since
+            running_s = time.perf_counter() - since if since is not None else 0.0
+            failures = batcher.failed_in_a_row
+            stalled = running_s > cfg.stall_after_s or failures >= cfg.stall_failed_batches
+            if stalled == self.stalled:
+                continue
+            self.stalled = stalled
+            gauge.set(int(stalled))
+            if stalled:
+                log.error(
+                    "classifier stalled (batch running %.1fs, %d failed batches in a row): NOT_SERVING",
+                    running_s,
+                    failures,
+                )
+            else:
+                log.warning("classifier answering again: SERVING")
+            await self._publish_health()
 
     async def load(self) -> None:
         """Load, warm up and compile everything; health flips to SERVING at the very end."""
@@ -124,8 +160,12 @@ class App:
         def run_batch(items: list[BatchItem]) -> list[np.ndarray]:
             return engine.score([p for p, _ in items], [proto for _, proto in items])
 
-        batcher: Batcher[BatchItem, np.ndarray] = Batcher(run_batch, self.cfg.batching, self.executor)
+        batcher: Batcher[BatchItem, np.ndarray] = Batcher(
+            run_batch, self.cfg.batching, self.executor, self.telemetry
+        )
         batcher.start()
+        self.telemetry.metrics.queue_depth.set_function(lambda: batcher.queued)
+        self._watchdog = asyncio.create_task(self._watch(batcher), name="watchdog")
         await starting
         self._engine, self._registry, self._batcher = engine, registry, batcher
         log.info("ready: %d routers (%s)", len(specs), ", ".join(s.name for s in specs) or "none")
@@ -133,6 +173,10 @@ class App:
 
     async def stop(self) -> None:
         await self.set_serving(False)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         if self._batcher is not None:
             await self._batcher.close()
         if self._targets is not None:
@@ -140,3 +184,4 @@ class App:
         if self._affinity is not None:
             await self._affinity.close()
         self.executor.shutdown(wait=True)
+        self.telemetry.close()

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from server.config import BatchingSection
 from server.errors import InferenceFailed, NotReady, Overloaded, TaskRouterError
@@ -38,6 +38,14 @@ class BatchInfo:
     inference_ms: float
 
 
+class BatchObserver(Protocol):
+    """Told about every batch and every refusal (server/telemetry.py turns them into metrics)."""
+
+    def batch(self, size: int, seconds: float, failed: bool) -> None: ...
+
+    def rejected(self, reason: str) -> None: ...
+
+
 @dataclass
 class _Pending(Generic[In]):
     item: In
@@ -50,9 +58,14 @@ class Batcher(Generic[In, Out]):
     """Collects submitted items into batches for `run_batch(items) -> results` (same order)."""
 
     def __init__(
-        self, run_batch: Callable[[list[In]], Sequence[Out]], cfg: BatchingSection, executor: Executor
+        self,
+        run_batch: Callable[[list[In]], Sequence[Out]],
+        cfg: BatchingSection,
+        executor: Executor,
+        observer: BatchObserver | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._observer = observer
         self._cfg = cfg
         self._executor = executor
         self._queue: deque[_Pending[In]] = deque()
@@ -65,6 +78,10 @@ class Batcher(Generic[In, Out]):
         # Moving average of inference time per request (ms), from recent batches: what each request
         # already queued will cost whoever arrives next. None until the first batch has run.
         self.per_request_ms: float | None = None
+        # For the stall watchdog: when the running batch started (None when idle), and how many
+        # batches in a row have failed.
+        self.running_since: float | None = None
+        self.failed_in_a_row = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
@@ -94,6 +111,7 @@ class Batcher(Generic[In, Out]):
             )
         limit = self._cfg.max_queued_requests
         if self._in_flight + len(items) > limit:
+            self._reject("queue_full")
             raise Overloaded(
                 f"server is at capacity ({self._in_flight} requests queued or running, limit {limit}); "
                 f"retry with backoff"
@@ -102,6 +120,7 @@ class Batcher(Generic[In, Out]):
         if budget and self.per_request_ms is not None:
             expected = (self._in_flight + len(items)) * self.per_request_ms
             if expected > budget:
+                self._reject("expected_wait")
                 raise Overloaded(
                     f"server is at capacity: expected wait {expected:.0f} ms for {self._in_flight} requests "
                     f"ahead exceeds batching.max_queue_ms={budget:g}; retry with backoff"
@@ -120,6 +139,10 @@ class Batcher(Generic[In, Out]):
             for p in pending:
                 if not p.future.done():  # our caller went away: let the loop drop the rest
                     p.future.cancel()
+
+    def _reject(self, reason: str) -> None:
+        if self._observer is not None:
+            self._observer.rejected(reason)
 
     def _take_batch(self) -> list[_Pending[In]]:
         batch: list[_Pending[In]] = []
@@ -145,7 +168,7 @@ class Batcher(Generic[In, Out]):
             batch = self._take_batch()
             if not batch:
                 continue
-            started = time.perf_counter()
+            started = self.running_since = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in batch])
                 if len(results) != len(batch):
@@ -158,6 +181,10 @@ class Batcher(Generic[In, Out]):
                 )
                 results = []
             finished = time.perf_counter()
+            self.running_since = None
+            self.failed_in_a_row = 0 if error is None else self.failed_in_a_row + 1
+            if self._observer is not None:
+                self._observer.batch(len(batch), finished - started, error is not None)
             if error is None:
                 sample = (finished - started) * 1e3 / len(batch)
                 previous = self.per_request_ms

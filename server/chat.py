@@ -11,7 +11,7 @@ from models import ChatMessage
 from server.affinity import MAX_KEY_CHARS, Pin
 from server.app import App
 from server.errors import InvalidInput
-from server.pipeline import Plan, admit, classify, plan, request_tokens, validate_messages
+from server.pipeline import Classified, Plan, admit, classify, plan, request_tokens, validate_messages
 from server.registry import CompiledRouter
 from server.routers import FALLBACK
 
@@ -26,6 +26,7 @@ class Routed:
     plan: Plan
     pinned: bool
     affinity_key: str | None
+    classified: Classified | None = None  # None: pinned, or a plain model
 
 
 def _check_key(key: str | None) -> str | None:
@@ -81,7 +82,7 @@ class ChatRouter:
                     return Routed(name, pin.task, pinned, True, key)
         classified = await classify(self.app, router, messages)
         chosen = plan(self.app, router, classified.decision, messages, max_tokens, max_cost_usd, True)
-        return Routed(name, classified.decision.task, chosen, False, key)
+        return Routed(name, classified.decision.task, chosen, False, key, classified)
 
     def _pinned_plan(
         self, router: CompiledRouter, pin: Pin, tokens: tuple[int, int], max_cost_usd: float | None

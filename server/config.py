@@ -211,6 +211,38 @@ class TlsSection(_Section):
         return self
 
 
+class TelemetrySection(_Section):
+    metrics: bool = Field(
+        True,
+        description="Serve Prometheus metrics at GET /metrics on the HTTP port (open, like health). With "
+        "server.workers > 1 each worker counts its own requests and a scrape reads whichever worker "
+        "takes the connection: run one worker per pod where exact counts matter.",
+    )
+    request_log: Path | None = Field(
+        None,
+        description="JSONL file getting one line per request (router, task, model, outcome, latencies, "
+        "tokens, cost), the input of `taskrouter-analyze`. Unset: no log.",
+    )
+    log_prompts: bool = Field(
+        False,
+        description="Also write each request's messages to the request log. Off by default: prompts are "
+        "customer data, and the report needs none of them.",
+    )
+    stall_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="A classifier batch running longer than this marks the classifier stalled: health "
+        "turns NOT_SERVING and taskrouter_classifier_stalled is 1 until a batch completes. A healthy "
+        "batch takes milliseconds; this is for a hung device or thread.",
+    )
+    stall_failed_batches: int = Field(
+        3,
+        gt=0,
+        description="This many failed classifier batches in a row also mark it stalled, so a broken "
+        "model shows as an alarm rather than as fast errors.",
+    )
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TASKROUTER_", env_nested_delimiter="__", frozen=True, extra="forbid"
@@ -226,6 +258,7 @@ class Config(BaseSettings):
     affinity: AffinitySection = AffinitySection()
     auth: AuthSection = AuthSection()
     tls: TlsSection = TlsSection()
+    telemetry: TelemetrySection = TelemetrySection()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -260,6 +293,7 @@ def _flag_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", dest="model.device")
     parser.add_argument("--routers-dir", dest="routers.dir", type=Path)
     parser.add_argument("--state-file", dest="routers.state_file", type=Path)
+    parser.add_argument("--request-log", dest="telemetry.request_log", type=Path)
     parser.add_argument("--log-level", dest="log_level")
     return parser
 

@@ -16,10 +16,11 @@ from server.batching import BatchInfo
 from server.chat import ChatRouter
 from server.errors import InvalidInput, TargetUnavailable, grpc_errors, grpc_stream_errors
 from server.forward import Forwarder, attribution
-from server.pipeline import Classified, classify, lookup_router, plan, validate_messages
+from server.pipeline import Classified, classify, lookup_router, plan, request_tokens, validate_messages
 from server.registry import CompiledRouter, Decision
 from server.routers import RouterSpec, parse_router
 from server.targets import UpstreamError
+from server.telemetry import RequestRecord
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
@@ -86,24 +87,66 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             router_version=router.version,
         )
 
-    async def _classify(self, request: _Input) -> tuple[Classified, pb.ClassifyResponse, list[ChatMessage]]:
-        received = time.perf_counter()
+    async def _classify(
+        self, request: _Input, record: RequestRecord
+    ) -> tuple[Classified, pb.ClassifyResponse, list[ChatMessage]]:
+        received = record.started
         router = self._router(request.router)
+        record.router = router.spec.name
         messages = self._messages(request)
+        record.messages = messages
         c = await classify(self.app, router, messages, received)
+        record.classified(c)
         return c, self._response(c.router, c.decision, c.prompt, c.info, c.tokenize_ms, c.received), messages
 
     @grpc_errors
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
-        return (await self._classify(request))[1]
+        with self.app.telemetry.request("Classify") as record:
+            return (await self._classify(request, record))[1]
 
     @grpc_errors
     async def ClassifyBatch(
         self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyBatchResponse:
+        """One request record per prompt when the call succeeds; one for the call when it fails."""
+        telemetry = self.app.telemetry
         received = time.perf_counter()
+        try:
+            return self._batch_response(*await self._classify_batch(request, received), received)
+        except BaseException as exc:
+            record = telemetry.start("ClassifyBatch")
+            record.started = received
+            telemetry.fail(record, exc)
+            telemetry.finish(record)
+            raise
+
+    def _batch_response(
+        self,
+        routers: list[CompiledRouter],
+        prompts: Sequence[PromptInput],
+        conversations: list[list[ChatMessage]],
+        results: list[tuple[Any, BatchInfo]],
+        tokenize_ms: float,
+        received: float,
+    ) -> pb.ClassifyBatchResponse:
+        telemetry = self.app.telemetry
+        responses = []
+        for router, prompt, messages, (sims, info) in zip(
+            routers, prompts, conversations, results, strict=True
+        ):
+            decision = router.decide(sims)
+            responses.append(self._response(router, decision, prompt, info, tokenize_ms, received))
+            record = telemetry.start("ClassifyBatch")
+            record.started, record.messages = received, messages
+            record.classified(Classified(router, decision, prompt, info, tokenize_ms, received))
+            telemetry.finish(record)
+        return pb.ClassifyBatchResponse(results=responses)
+
+    async def _classify_batch(
+        self, request: pb.ClassifyBatchRequest, received: float
+    ) -> tuple[list[CompiledRouter], Sequence[PromptInput], list[list[ChatMessage]], list[Any], float]:
         limit = self.app.cfg.limits.max_batch_inputs
         if not request.requests:
             raise InvalidInput(f"requests is empty; send 1 to {limit} requests")
@@ -119,17 +162,24 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         results = await self.app.batcher.submit_many(
             [(p, r.prototypes) for p, r in zip(prompts, routers, strict=True)], [p.n_tokens for p in prompts]
         )
-        return pb.ClassifyBatchResponse(
-            results=[
-                self._response(router, router.decide(sims), prompt, info, tokenize_ms, received)
-                for router, prompt, (sims, info) in zip(routers, prompts, results, strict=True)
-            ]
-        )
+        return routers, prompts, conversations, results, tokenize_ms
 
     @grpc_errors
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
-        c, classification, messages = await self._classify(request)
+        with self.app.telemetry.request("Route") as record:
+            return self._route(request, *await self._classify(request, record), record)
+
+    def _route(
+        self,
+        request: pb.RouteRequest,
+        c: Classified,
+        classification: pb.ClassifyResponse,
+        messages: list[ChatMessage],
+        record: RequestRecord,
+    ) -> pb.RouteResponse:
         planned = plan(self.app, c.router, c.decision, messages)
+        first = self.app.targets.model(planned.models[0]) if planned.models else None
+        record.planned(planned, first, request_tokens(self.app, messages, None))
         return pb.RouteResponse(
             classification=classification,
             models=planned.models,
@@ -143,7 +193,13 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     async def Chat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatEvent]:
+        with self.app.telemetry.request("Chat") as record:
+            async for event in self._chat(request, record):
+                yield event
+
+    async def _chat(self, request: pb.ChatRequest, record: RequestRecord) -> AsyncIterator[pb.ChatEvent]:
         messages = self._conversation(request)  # route() validates it
+        record.messages = messages
         routed = await self.chats.route(
             request.model,
             messages,
@@ -151,6 +207,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             request.max_cost_usd if request.HasField("max_cost_usd") else None,
             request.affinity_key or None,
         )
+        record.routed(routed)
         body: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in messages]}
         if request.max_tokens:
             body["max_tokens"] = request.max_tokens
@@ -158,6 +215,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             body["temperature"] = request.temperature
         forwarder = Forwarder(self.app.targets)
         info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)
+        record.served(info.name, attempts, None, streamed=True)
         try:
             await self.chats.served(routed, info.name)
             yield pb.ChatEvent(
@@ -186,6 +244,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         finally:
             await stream.close()
         served = attribution(routed, info, usage, attempts)
+        record.served(info.name, attempts, served, streamed=True)
         yield pb.ChatEvent(
             end=pb.ChatEnd(
                 finish_reason=finish,

@@ -8,13 +8,14 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from server.app import App
 from server.auth import Auth
 from server.errors import InvalidInput, TaskRouterError, http_error
 from server.http.control_plane import PREFIX, ControlPlane
 from server.http.openai_front import OpenAIFront
+from server.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
         admin_api = [_guard(auth, True, "the router control plane")]
     http.include_router(OpenAIFront(app).routes(), dependencies=open_api)
     http.include_router(ControlPlane(app).routes(), dependencies=admin_api)
+    if app.cfg.telemetry.metrics:
+        # Open like health: scrapers rarely carry tokens, and counts are not secrets.
+        @http.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(app.telemetry.metrics.render(), media_type=CONTENT_TYPE)
 
     def shape(request: Request) -> str:
         return "v2" if request.url.path.startswith(PREFIX) else "openai"

@@ -25,6 +25,7 @@ from server.chat import ROUTER_PREFIX, ChatRouter, Routed
 from server.errors import InvalidInput
 from server.forward import Attempt, Forwarder, attribution
 from server.targets import ModelInfo, UpstreamError
+from server.telemetry import RequestRecord
 
 SELECTED_ROUTE = "x-model-router-selected-route"
 AFFINITY = "x-model-affinity"
@@ -112,6 +113,18 @@ class OpenAIFront:
         return {"object": "list", "data": entries}
 
     async def chat(self, request: Request) -> Any:
+        telemetry = self.app.telemetry
+        record = telemetry.start("chat.completions")
+        try:
+            return await self._chat(request, record)
+        except BaseException as exc:
+            telemetry.fail(record, exc)
+            raise
+        finally:
+            if not record.streamed:  # a stream's record ends with the stream (see _stream)
+                telemetry.finish(record)
+
+    async def _chat(self, request: Request, record: RequestRecord) -> Any:
         try:
             body = await request.json()
         except ValueError as exc:
@@ -119,30 +132,36 @@ class OpenAIFront:
         if not isinstance(body, dict):
             raise InvalidInput("the body must be a JSON object (an OpenAI chat-completions request)")
         model = body.get("model")
+        messages = parse_messages(body)
+        record.messages = messages
         routed = await self.chats.route(
             model if isinstance(model, str) else "",
-            parse_messages(body),
+            messages,
             _max_tokens(body),
             _max_cost(request),
             request.headers.get(AFFINITY),
         )
+        record.routed(routed)
         if body.get("stream"):
-            return await self._stream(body, routed)
+            return await self._stream(body, routed, record)
         plan = routed.plan
         info, answer, attempts = await Forwarder(self.app.targets).complete(plan.models, plan.skipped, body)
         await self.chats.served(routed, info.name)
         answer["model"] = info.name
         served = attribution(routed, info, answer.get("usage"), attempts)
+        record.served(info.name, attempts, served, streamed=False)
         answer["taskrouter"] = served
         headers = _headers(routed, info, attempts)
         headers["x-model-router-cost-usd"] = f"{served['cost_usd']:.10f}"
         return JSONResponse(answer, headers=headers)
 
-    async def _stream(self, body: dict[str, Any], routed: Routed) -> StreamingResponse:
+    async def _stream(self, body: dict[str, Any], routed: Routed, record: RequestRecord) -> StreamingResponse:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         forwarder = Forwarder(self.app.targets)
         info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)
         await self.chats.served(routed, info.name)
+        record.served(info.name, attempts, None, streamed=True)  # from here the stream ends the record
+        telemetry = self.app.telemetry
 
         async def sse() -> AsyncIterator[bytes]:
             usage = None
@@ -158,17 +177,30 @@ class OpenAIFront:
                     yield f"data: {json.dumps(event)}\n\n".encode()
             except UpstreamError as exc:
                 error = {"message": f"model {info.name!r}: {exc.reason}", "type": "upstream_error"}
+                record.outcome, record.error = "UNAVAILABLE", error["message"]
                 yield f"data: {json.dumps({'error': error})}\n\n".encode()
                 return
+            except BaseException as exc:  # the client went away mid-stream
+                telemetry.fail(record, exc)
+                raise
             finally:
                 await stream.close()
-            yield f": taskrouter {json.dumps(attribution(routed, info, usage, attempts))}\n\n".encode()
+                if record.outcome != "OK":
+                    telemetry.finish(record)
+            served = attribution(routed, info, usage, attempts)
+            record.served(info.name, attempts, served, streamed=True)
+            telemetry.finish(record)
+            yield f": taskrouter {json.dumps(served)}\n\n".encode()
             yield b"data: [DONE]\n\n"
+
+        async def close() -> None:
+            await stream.close()
+            telemetry.finish(record)  # no-op when the body ran; counts a stream that never started
 
         # close() is idempotent; the background task also frees the slot if the body never started.
         return StreamingResponse(
             sse(),
             media_type="text/event-stream",
             headers=_headers(routed, info, attempts),
-            background=BackgroundTask(stream.close),
+            background=BackgroundTask(close),
         )

@@ -1,0 +1,252 @@
+"""What happened to each request, in one record that feeds both the Prometheus metrics and the request
+log, so the two never disagree.
+
+A handler opens a record (`with telemetry.request("Route") as rec:`), fills it as the request goes
+(classified, planned, served) and the record is finished when the block ends: OK, or the gRPC status
+name of the error that ended it. The batcher reports batches and rejections here too (BatchObserver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from models import ChatMessage
+from server.config import TelemetrySection
+from server.errors import TargetUnavailable, TaskRouterError
+from server.metrics import Metrics
+from server.request_log import RequestLog
+
+if TYPE_CHECKING:
+    from server.chat import Routed
+    from server.forward import Attempt
+    from server.pipeline import Classified, Plan
+    from server.targets import ModelInfo
+
+OK = "OK"
+_ERROR_CHARS = 300
+
+
+def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, TaskRouterError):
+        return exc.code.name
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return "INTERNAL"
+
+
+def _error_kind(outcome: str) -> str:
+    """A failed attempt's reason as a bounded label: http_503, timeout, connection, other."""
+    if outcome.startswith("HTTP "):
+        return "http_" + outcome[5:].split()[0]
+    for kind in ("timeout", "connection"):
+        if kind in outcome:
+            return kind
+    return "other"
+
+
+@dataclass
+class RequestRecord:
+    api: str  # Classify, ClassifyBatch, Route, Chat (gRPC) or chat.completions (HTTP)
+    started: float = field(default_factory=time.perf_counter)
+    wall: float = field(default_factory=time.time)
+    outcome: str = OK
+    error: str | None = None
+    router: str = ""
+    task: str = ""
+    matched: bool | None = None
+    confidence: float | None = None
+    input_tokens: int | None = None
+    tokenize_ms: float | None = None
+    queue_ms: float | None = None
+    inference_ms: float | None = None
+    batch_size: int | None = None
+    candidates: tuple[str, ...] = ()
+    policy: str = ""
+    model: str = ""
+    pinned: bool = False
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    cost_estimated: bool = False  # Route: priced from token estimates, nothing was called
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    fallback_taken: bool = False
+    streamed: bool = False
+    target_ms: float | None = None  # the answering model: time to first event (streamed) or whole answer
+    messages: Sequence[ChatMessage] = ()
+    finished: bool = False
+
+    def classified(self, c: Classified) -> None:
+        self.router = c.router.spec.name
+        self.task = c.decision.task
+        self.matched = c.decision.matched
+        self.confidence = c.decision.scores[0].score if c.decision.scores else None
+        self.input_tokens = c.prompt.n_tokens
+        self.tokenize_ms = c.tokenize_ms
+        self.queue_ms = c.info.queue_ms
+        self.inference_ms = c.info.inference_ms
+        self.batch_size = c.info.size
+
+    def planned(
+        self, plan: Plan, first: ModelInfo | None = None, tokens: tuple[int, int] | None = None
+    ) -> None:
+        """The policy's candidates. With `first` and `tokens` (Route: nothing is called), the estimated
+        cost of sending the request to the first candidate."""
+        self.candidates = plan.models
+        self.policy = plan.policy
+        self.model = plan.models[0] if plan.models else ""
+        if first is not None and tokens is not None:
+            self.prompt_tokens, self.completion_tokens = tokens
+            self.cost_usd = first.cost_usd(*tokens)
+            self.cost_estimated = True
+
+    def routed(self, routed: Routed) -> None:
+        """A chat's routing: its classification (unless pinned or a plain model) and its candidates."""
+        if routed.classified is not None:
+            self.classified(routed.classified)
+        self.router = routed.router or ""
+        self.task = routed.task or ""
+        self.pinned = routed.pinned
+        self.planned(routed.plan)
+
+    def served(
+        self, model: str, attempts: Sequence[Attempt], served: dict[str, Any] | None, streamed: bool
+    ) -> None:
+        """The model that answered, every attempt, and the attribution (tokens, cost) once known."""
+        self.model = model
+        self.streamed = streamed
+        self.attempts = [{"model": a.model, "outcome": a.outcome, "ms": round(a.ms, 3)} for a in attempts]
+        self.fallback_taken = len(attempts) > 1
+        self.target_ms = attempts[-1].ms if attempts else None
+        if served is not None:
+            self.prompt_tokens = served["prompt_tokens"]
+            self.completion_tokens = served["completion_tokens"]
+            self.cost_usd = served["cost_usd"]
+            self.cost_estimated = False
+
+    def to_json(self, latency_ms: float, with_prompt: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ts": round(self.wall, 3),
+            "api": self.api,
+            "outcome": self.outcome,
+            "latency_ms": round(latency_ms, 3),
+        }
+        optional = {
+            "error": self.error,
+            "router": self.router or None,
+            "task": self.task or None,
+            "matched": self.matched,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "input_tokens": self.input_tokens,
+            "tokenize_ms": self.tokenize_ms,
+            "queue_ms": self.queue_ms,
+            "inference_ms": self.inference_ms,
+            "batch_size": self.batch_size,
+            "candidates": list(self.candidates) or None,
+            "policy": self.policy or None,
+            "model": self.model or None,
+            "pinned": self.pinned or None,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "cost_estimated": self.cost_estimated if self.cost_usd is not None else None,
+            "attempts": self.attempts or None,
+            "fallback_taken": self.fallback_taken or None,
+            "target_ms": self.target_ms,
+            "streamed": self.streamed or None,
+        }
+        for key, value in optional.items():
+            if value is not None:
+                out[key] = round(value, 3) if isinstance(value, float) and key.endswith("_ms") else value
+        if with_prompt and self.messages:
+            out["messages"] = [{"role": m.role, "content": m.content} for m in self.messages]
+        return out
+
+
+class Telemetry:
+    """Metrics and the request log of one service process."""
+
+    def __init__(self, cfg: TelemetrySection) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.log = RequestLog(cfg.request_log) if cfg.request_log is not None else None
+
+    def start(self, api: str) -> RequestRecord:
+        return RequestRecord(api)
+
+    @contextlib.contextmanager
+    def request(self, api: str) -> Iterator[RequestRecord]:
+        record = self.start(api)
+        try:
+            yield record
+        except BaseException as exc:
+            self.fail(record, exc)
+            raise
+        finally:
+            self.finish(record)
+
+    def fail(self, record: RequestRecord, exc: BaseException) -> None:
+        record.outcome = _outcome(exc)
+        record.error = str(exc)[:_ERROR_CHARS] if isinstance(exc, TaskRouterError) else type(exc).__name__
+        if isinstance(exc, TargetUnavailable) and not record.attempts:  # every candidate failed
+            record.attempts = [
+                {"model": a["model"], "outcome": a["outcome"], "ms": round(a["ms"], 3)} for a in exc.attempts
+            ]
+
+    def finish(self, record: RequestRecord) -> None:
+        """Count and log the request once (later calls do nothing)."""
+        if record.finished:
+            return
+        record.finished = True
+        seconds = time.perf_counter() - record.started
+        m = self.metrics
+        m.requests.labels(record.api, record.router, record.task, record.model, record.outcome).inc()
+        m.request_seconds.labels(record.api).observe(seconds)
+        if record.matched is not None:
+            m.classifications.labels(record.router, record.task, str(record.matched).lower()).inc()
+            if record.confidence is not None:
+                m.confidence.labels(record.router).observe(record.confidence)
+        if record.tokenize_ms is not None:
+            m.tokenize_seconds.observe(record.tokenize_ms / 1e3)
+        if record.queue_ms is not None:
+            m.queue_seconds.observe(record.queue_ms / 1e3)
+        self._targets(record)
+        if self.log is not None:
+            self.log.write(record.to_json(seconds * 1e3, self.cfg.log_prompts))
+
+    def _targets(self, record: RequestRecord) -> None:
+        m = self.metrics
+        for attempt in record.attempts:
+            outcome = attempt["outcome"]
+            if outcome != "ok" and not outcome.startswith("skipped"):
+                m.target_errors.labels(attempt["model"], _error_kind(outcome)).inc()
+        if not record.attempts or record.outcome != OK:
+            return
+        if record.fallback_taken:
+            m.fallbacks.labels(record.router, record.model).inc()
+        if record.target_ms is not None:
+            histogram = m.ttft_seconds if record.streamed else m.target_seconds
+            histogram.labels(record.model).observe(record.target_ms / 1e3)
+        if record.cost_usd is not None and not record.cost_estimated:
+            m.tokens.labels(record.model, "prompt").inc(record.prompt_tokens or 0)
+            m.tokens.labels(record.model, "completion").inc(record.completion_tokens or 0)
+            m.cost_usd.labels(record.router, record.model).inc(record.cost_usd)
+
+    # ---- BatchObserver: called by the batcher ----------------------------------------------------
+
+    def batch(self, size: int, seconds: float, failed: bool) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.inference_seconds.observe(seconds)
+        if failed:
+            self.metrics.batch_failures.inc()
+
+    def rejected(self, reason: str) -> None:
+        self.metrics.rejections.labels(reason).inc()
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
