@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.analyze.cli import main
 from taskrouter.v1 import taskrouter_pb2 as pb
 from tests.conftest import ServerThread, free_port, make_config
 from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
@@ -240,3 +241,23 @@ def test_a_failing_classifier_is_an_alarm_not_fast_errors(service: ServerThread,
         engine.score = real  # type: ignore[method-assign]
     service.stub.Classify(pb.ClassifyRequest(router="demo", prompt=MATH))  # a batch succeeds: recovered
     _wait_for(lambda: _health(service) == health_pb2.HealthCheckResponse.SERVING, "SERVING again")
+
+
+def test_analyze_turns_the_log_of_this_run_into_a_report(
+    traffic: Traffic, service: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.html"
+    catalog = str(service.cfg.routers.catalog)
+    assert main([str(traffic.log), "--out", str(out), "--catalog", catalog, "--baseline", "strong"]) == 0
+    page = out.read_text()
+    assert page.count("<svg") >= 5  # rates over time, tasks, models, latency, confidence, cost
+    assert "demo / math" in page and "demo / fallback" in page and "all to strong" in page
+    summary = capsys.readouterr().out
+    lines = [json.loads(x) for x in traffic.log.read_text().splitlines()]
+    classified = [x for x in lines if "matched" in x]
+    rate = sum(x["matched"] for x in classified) / len(classified)
+    assert f"{len(lines)} requests" in summary and f"match rate {100 * rate:.1f}%" in summary
+    # The routed requests went to cheaper models than `strong`: a saving, computed from the log's tokens.
+    assert "saving" in summary and "routed $" in summary
+    assert main([str(traffic.log), "--out", str(out), "--catalog", catalog, "--baseline", "nope"]) == 2
+    assert "known: backup, cheap" in capsys.readouterr().err
