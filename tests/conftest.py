@@ -36,14 +36,15 @@ class Spawned:
     drain: threading.Thread
 
 
-def spawn_server(args: list[str], ready: str) -> Spawned:
-    """Start the entry point with `args`; return once a log line matches the regex `ready`."""
+def spawn_server(args: list[str], ready: str, env: dict[str, str] | None = None) -> Spawned:
+    """Start the entry point with `args` (and extra environment `env`); return once a log line
+    matches the regex `ready`."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.main", *args],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     assert proc.stderr is not None
     log: list[str] = []
