@@ -286,6 +286,7 @@ def _flag_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML config file (sections as in server/config.py)")
     parser.add_argument("--host", dest="server.host")
     parser.add_argument("--port", dest="server.port", type=int)
+    parser.add_argument("--http-host", dest="http.host")
     parser.add_argument("--http-port", dest="http.port", type=int)
     parser.add_argument("--workers", dest="server.workers", type=int)
     parser.add_argument("--catalog", dest="routers.catalog", type=Path)

@@ -18,9 +18,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from server.healthcheck import main as healthcheck
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, spawn_server
+from tests.conftest import ROOT, free_port, spawn_server
 
 Served = tuple[subprocess.Popen[str], int, list[str], threading.Thread]
 
@@ -61,6 +62,19 @@ def test_readme_grpcurl_examples_work_as_written(cli_server: Served) -> None:
     assert route["classification"]["task"] == "debug" and route["models"]
     assert json.loads(outputs["taskrouter.v1.TaskRouter/GetRouter"])["name"] == "support"
     assert json.loads(outputs["grpc.health.v1.Health/Check"])["status"] == "SERVING"
+
+
+def test_the_container_health_check_command_sees_serving(cli_server: Served) -> None:
+    """What Dockerfile.gpu's HEALTHCHECK runs, against the real process (and a port nobody serves)."""
+    port = cli_server[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "server.healthcheck", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "SERVING" in done.stdout, done.stderr
+    assert healthcheck(["--port", str(free_port()), "--timeout-s", "0.5"]) == 1
 
 
 def test_sigterm_under_load_finishes_every_request_in_flight(cli_server: Served) -> None:
