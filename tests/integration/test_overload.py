@@ -74,6 +74,11 @@ def test_a_burst_past_the_bound_is_refused_fast_and_admitted_requests_finish(ser
         batches_ahead = LIMIT // (LIMIT // 2)
         queue_ms = np.array([r.timing.queue_ms for r in admitted])
         assert queue_ms.max() <= (batches_ahead + 1) * slowest_batch + 50, (queue_ms.max(), slowest_batch)
+        print(
+            f"\nburst {BURST}, bound {LIMIT}: {len(admitted)} admitted, {len(refused)} refused; median "
+            f"{1e3 * np.median(admitted_s):.0f} ms admitted vs {1e3 * np.median(refused_s):.0f} ms refused; "
+            f"max queue {queue_ms.max():.0f} ms, slowest batch {slowest_batch:.0f} ms"
+        )
         # Refusals do not wait for the model: they come back before most admitted answers do.
         assert np.median(refused_s) < np.median(admitted_s), (np.median(refused_s), np.median(admitted_s))
         # The server stays healthy: a request after the burst is answered normally.
