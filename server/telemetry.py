@@ -19,6 +19,7 @@ from models import ChatMessage
 from server.config import TelemetrySection
 from server.errors import TargetUnavailable, TaskRouterError
 from server.metrics import Metrics
+from server.recent import RecentTraffic
 from server.request_log import RequestLog
 
 if TYPE_CHECKING:
@@ -173,6 +174,7 @@ class Telemetry:
     def __init__(self, cfg: TelemetrySection) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
+        self.recent = RecentTraffic()
         self.log = RequestLog(cfg.request_log) if cfg.request_log is not None else None
 
     def start(self, api: str) -> RequestRecord:
@@ -215,6 +217,16 @@ class Telemetry:
         if record.queue_ms is not None:
             m.queue_seconds.observe(record.queue_ms / 1e3)
         self._targets(record)
+        actual_cost = None if record.cost_estimated else record.cost_usd
+        self.recent.add(
+            record.outcome == OK,
+            seconds * 1e3,
+            record.router,
+            record.task,
+            record.matched,
+            record.model,
+            actual_cost,
+        )
         if self.log is not None:
             self.log.write(record.to_json(seconds * 1e3, self.cfg.log_prompts))
 

@@ -8,10 +8,12 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from server.app import App
 from server.auth import Auth
+from server.console import STATIC_DIR, ConsoleApi
 from server.errors import InvalidInput, TaskRouterError, http_error
 from server.http.control_plane import PREFIX, ControlPlane
 from server.http.openai_front import OpenAIFront
@@ -35,6 +37,16 @@ def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
         admin_api = [_guard(auth, True, "the router control plane")]
     http.include_router(OpenAIFront(app).routes(), dependencies=open_api)
     http.include_router(ControlPlane(app).routes(), dependencies=admin_api)
+    http.include_router(ConsoleApi(app).routes(), dependencies=admin_api)
+
+    # The console page itself holds no data and is open; everything it shows comes from the guarded
+    # APIs above, so with auth on it asks for the admin token.
+    @http.get("/", include_in_schema=False)
+    @http.get("/console", include_in_schema=False)
+    async def console_home() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
+    http.mount("/console", StaticFiles(directory=STATIC_DIR, html=True), name="console")
     if app.cfg.telemetry.metrics:
         # Open like health: scrapers rarely carry tokens, and counts are not secrets.
         @http.get("/metrics", include_in_schema=False)
@@ -42,7 +54,7 @@ def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
             return Response(app.telemetry.metrics.render(), media_type=CONTENT_TYPE)
 
     def shape(request: Request) -> str:
-        return "v2" if request.url.path.startswith(PREFIX) else "openai"
+        return "v2" if request.url.path.startswith((PREFIX, "/console")) else "openai"
 
     @http.exception_handler(TaskRouterError)
     async def domain_error(request: Request, exc: TaskRouterError) -> JSONResponse:

@@ -1,0 +1,164 @@
+"""The JSON API behind the console page (`/console/api/*`), guarded like the admin API. Router CRUD
+itself goes through the `/v2` control plane; these add what a person at the console needs: the
+catalogue with live latencies, a playground answer with every score and candidate, evaluation of a
+labelled file, and the recent-traffic summary."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from models import ChatMessage
+from server.app import App
+from server.console.evaluate import Row, score
+from server.errors import InvalidInput
+from server.http.openai_front import parse_messages
+from server.pipeline import classify, lookup_router, plan, request_tokens, validate_messages
+from server.policies import estimate_input_tokens
+
+MAX_EVALUATE_ROWS = 5000
+MAX_WINDOW_S = 24 * 3600
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body
+
+
+class ConsoleApi:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def routes(self) -> APIRouter:
+        api = APIRouter(prefix="/console/api")
+        api.add_api_route("/catalog", self.catalog, methods=["GET"])
+        api.add_api_route("/route", self.route, methods=["POST"])
+        api.add_api_route("/evaluate", self.evaluate, methods=["POST"])
+        api.add_api_route("/analyze", self.analyze, methods=["GET"])
+        return api
+
+    def _model(self, name: str) -> dict[str, Any]:
+        targets = self.app.targets
+        info = targets.model(name)
+        measured = targets.stats.snapshot(name)
+        return {
+            "model": name,
+            "input_price_per_mtok": info.input_price_per_mtok,
+            "output_price_per_mtok": info.output_price_per_mtok,
+            "context_tokens": info.context_tokens,
+            "pool": info.pool,
+            "healthy": targets.healthy(name),
+            "prior_ms": info.latency_ms,
+            "measured_ttft_ms": measured["ttft_ms"],
+            "measured_latency_ms": measured["latency_ms"],
+        }
+
+    async def catalog(self) -> dict[str, Any]:
+        return {"models": [self._model(m) for m in sorted(self.app.targets.catalog.models)]}
+
+    async def route(self, request: Request) -> dict[str, Any]:
+        """Classify and plan one conversation, with everything the playground draws."""
+        received = time.perf_counter()
+        body = await _json(request)
+        router = lookup_router(self.app, str(body.get("router") or ""))
+        messages = parse_messages(body)
+        validate_messages(messages, self.app.cfg.limits)
+        with self.app.telemetry.request("console.route") as record:
+            record.router, record.messages = router.spec.name, messages
+            c = await classify(self.app, router, messages, received)
+            record.classified(c)
+            planned = plan(self.app, router, c.decision, messages)
+            tokens = request_tokens(self.app, messages, None)
+            record.planned(planned)
+        candidates = []
+        for name in planned.models:
+            entry = self._model(name)
+            entry["estimated_cost_usd"] = self.app.targets.model(name).cost_usd(*tokens)
+            candidates.append(entry)
+        return {
+            "router": router.spec.name,
+            "task": c.decision.task,
+            "matched": c.decision.matched,
+            "threshold": c.decision.threshold,
+            "scores": [
+                {"task": s.task, "score": s.score, "similarity": s.similarity} for s in c.decision.scores
+            ],
+            "policy": planned.policy,
+            "candidates": candidates,
+            "skipped": [{"model": s.model, "reason": s.reason} for s in planned.skipped],
+            "estimated_tokens": {"input": tokens[0], "output": tokens[1]},
+            "classifier_ms": (time.perf_counter() - received) * 1e3,
+            "timing": {
+                "tokenize_ms": c.tokenize_ms,
+                "queue_ms": c.info.queue_ms,
+                "inference_ms": c.info.inference_ms,
+            },
+        }
+
+    async def evaluate(self, request: Request) -> dict[str, Any]:
+        """{router, baseline, rows: [{text, label}]}: classify every row as the router would."""
+        body = await _json(request)
+        router = lookup_router(self.app, str(body.get("router") or ""))
+        baseline = body.get("baseline")
+        catalog = self.app.targets.catalog
+        if baseline not in catalog.models:
+            raise InvalidInput(f"baseline {baseline!r} is not a catalogue model; known: {catalog.known()}")
+        rows = body.get("rows")
+        if not isinstance(rows, list) or not rows:
+            raise InvalidInput("rows must be a non-empty list of {text, label}")
+        if len(rows) > MAX_EVALUATE_ROWS:
+            raise InvalidInput(f"{len(rows)} rows; at most {MAX_EVALUATE_ROWS} per evaluation")
+        texts, labels = [], []
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+                raise InvalidInput(f"rows[{i}] must be an object with a non-empty string text")
+            if not isinstance(row.get("label"), str) or not row["label"]:
+                raise InvalidInput(f"rows[{i}].label must be a task name or 'fallback'")
+            texts.append(row["text"])
+            labels.append(row["label"])
+        engine, batcher = self.app.engine, self.app.batcher
+        prompts = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: [engine.prepare([ChatMessage("user", t)]) for t in texts]
+        )
+        # In slices the admission bound can take, so a big file waits its turn instead of being refused.
+        step = self.app.cfg.batching.max_batch_requests
+        results = []
+        for start in range(0, len(prompts), step):
+            chunk = prompts[start : start + step]
+            results += await batcher.submit_many(
+                [(p, router.prototypes) for p in chunk], [p.n_tokens for p in chunk]
+            )
+        output = self.app.cfg.targets.default_output_tokens
+        base = catalog.models[baseline]
+        scored = []
+        for text, label, (sims, _) in zip(texts, labels, results, strict=True):
+            decision = router.decide(sims)
+            pool, _policy = router.pool(decision)
+            tokens = (estimate_input_tokens([text]), output)
+            first = plan(self.app, router, decision, [ChatMessage("user", text)]).models
+            routed = catalog.models[first[0] if first else pool[0]].cost_usd(*tokens)
+            scored.append(Row(label, decision.task, routed, base.cost_usd(*tokens)))
+        return {"router": router.spec.name, **score(scored, [t.name for t in router.spec.tasks], baseline)}
+
+    async def analyze(self, window_s: float = 900, router: str | None = None) -> dict[str, Any]:
+        if not 0 < window_s <= MAX_WINDOW_S:
+            raise InvalidInput(f"window_s is {window_s:g}; use 1 to {MAX_WINDOW_S} seconds")
+        summary = self.app.telemetry.recent.summary(window_s)
+        metrics = self.app.telemetry.metrics
+        summary["since_start"] = {
+            "rejections": sum(
+                s.value for m in metrics.rejections.collect() for s in m.samples if s.name.endswith("_total")
+            ),
+            "stalled": bool(self.app.stalled),
+        }
+        if router:
+            summary["tasks"] = [t for t in summary["tasks"] if t["router"] == router]
+        return summary
