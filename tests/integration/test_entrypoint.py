@@ -79,7 +79,7 @@ def test_the_container_health_check_command_sees_serving(cli_server: Served) -> 
 
 def test_sigterm_under_load_finishes_every_request_in_flight(cli_server: Served) -> None:
     """8 callers in a loop; SIGTERM mid-load. Every call that started before the signal succeeds;
-    later ones either succeed (still draining) or get UNAVAILABLE; the process exits 0."""
+    later ones succeed (still draining) or are refused; the process exits 0."""
     proc, port, log, drain = cli_server
     outcomes: list[tuple[float, grpc.StatusCode]] = []
     stop_at: list[float] = []
@@ -112,9 +112,12 @@ def test_sigterm_under_load_finishes_every_request_in_flight(cli_server: Served)
     assert any("shutting down" in line for line in log)
     before = [code for started, code in outcomes if started < stop_at[0]]
     assert len(before) > 8 and all(code == grpc.StatusCode.OK for code in before), before
+    # Calls that start after the signal are refused: UNAVAILABLE from the draining server, or
+    # CANCELLED when one races the connection's close at the very end (seen 1 run in ~10).
     assert {code for started, code in outcomes if started >= stop_at[0]} <= {
         grpc.StatusCode.OK,
         grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
     }
 
 
