@@ -77,6 +77,11 @@ def main() -> None:
         f"{result['rows'] / seconds:.0f} prompts/s through /console/api/evaluate ({seconds:.1f} s); "
         f"cost routed vs all to {STRONG}: saving {fmt(result['cost']['saving'])}"
     )
+    sweep = result["threshold"]
+    print(
+        f"threshold {sweep['current']:.2f} -> accuracy {fmt(result['accuracy'])}; best tried "
+        f"{sweep['best']['threshold']:.2f} -> accuracy {fmt(sweep['best']['accuracy'])}"
+    )
 
 
 if __name__ == "__main__":

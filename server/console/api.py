@@ -145,8 +145,12 @@ class ConsoleApi:
             tokens = (estimate_input_tokens([text]), output)
             first = plan(self.app, router, decision, [ChatMessage("user", text)]).models
             routed = catalog.models[first[0] if first else pool[0]].cost_usd(*tokens)
-            scored.append(Row(label, decision.task, routed, base.cost_usd(*tokens)))
-        return {"router": router.spec.name, **score(scored, [t.name for t in router.spec.tasks], baseline)}
+            best = decision.scores[0]
+            scored.append(
+                Row(label, decision.task, routed, base.cost_usd(*tokens), best.task, best.similarity)
+            )
+        tasks = [t.name for t in router.spec.tasks]
+        return {"router": router.spec.name, **score(scored, tasks, baseline, router.threshold)}
 
     async def analyze(self, window_s: float = 900, router: str | None = None) -> dict[str, Any]:
         if not 0 < window_s <= MAX_WINDOW_S:

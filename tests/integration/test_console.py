@@ -188,6 +188,8 @@ def test_evaluate_uploads_a_labelled_file_and_shows_accuracy_and_confusion(
     diagonal = sum(int(c) for c in page.locator("#ev-confusion td.diag").all_inner_texts())
     assert diagonal == round(accuracy * 5 / 100)
     assert "routing saves" in page.inner_text("#ev-base")
+    assert "The router's threshold 0.20" in page.inner_text("#ev-threshold-text")
+    assert page.locator("#ev-threshold-chart svg circle.current").count() == 1
     shot(page, "evaluate")
 
 

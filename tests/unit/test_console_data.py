@@ -51,3 +51,12 @@ def test_evaluation_scores_accuracy_fallback_precision_recall_and_cost() -> None
     assert s["confusion"][3] == [1, 0, 0]
     assert s["cost"]["routed_usd"] == 6.0 and s["cost"]["baseline_usd"] == 50.0
     assert s["cost"]["saving"] == pytest.approx(0.88)
+
+
+def test_the_threshold_sweep_finds_the_threshold_that_separates_out_of_scope_prompts() -> None:
+    rows = [Row("billing", "billing", 0, 0, "billing", 0.6), Row("billing", "billing", 0, 0, "billing", 0.5)]
+    rows += [Row("fallback", "billing", 0, 0, "billing", s) for s in (0.3, 0.35, 0.4)]
+    sweep = score(rows, ["billing"], "m", threshold=0.2)["threshold"]
+    at = {p["threshold"]: p["accuracy"] for p in sweep["points"]}
+    assert at[0.2] == pytest.approx(2 / 5) and sweep["current"] == 0.2
+    assert 0.4 < sweep["best"]["threshold"] <= 0.5 and sweep["best"]["accuracy"] == 1.0
