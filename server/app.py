@@ -103,8 +103,11 @@ class App:
         service, and a broken one like a fast one."""
         cfg = self.cfg.telemetry
         gauge = self.telemetry.metrics.stalled
+        shared = self.telemetry.shared
         while True:
             await asyncio.sleep(min(1.0, cfg.stall_after_s / 4))
+            if shared is not None:  # the other workers' scrapes read this worker's latest numbers
+                shared.publish()
             since = batcher.running_since
             running_s = time.perf_counter() - since if since is not None else 0.0
             failures = batcher.failed_in_a_row

@@ -215,8 +215,14 @@ class TelemetrySection(_Section):
     metrics: bool = Field(
         True,
         description="Serve Prometheus metrics at GET /metrics on the HTTP port (open, like health). With "
-        "server.workers > 1 each worker counts its own requests and a scrape reads whichever worker "
-        "takes the connection: run one worker per pod where exact counts matter.",
+        "server.workers > 1 every worker's series are in each scrape, labelled worker=<pid> (see "
+        "metrics_dir).",
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        description="Where each worker process leaves its metrics for the others, so that a scrape of any "
+        "worker answers for all of them (series labelled worker=<pid>). server.workers > 1 sets a temporary "
+        "directory when this is unset; set it only to choose where.",
     )
     request_log: Path | None = Field(
         None,

@@ -21,6 +21,7 @@ from server.errors import TargetUnavailable, TaskRouterError
 from server.metrics import Metrics
 from server.recent import RecentTraffic
 from server.request_log import RequestLog
+from server.shared_metrics import SharedMetrics
 
 if TYPE_CHECKING:
     from server.chat import Routed
@@ -175,6 +176,8 @@ class Telemetry:
         self.cfg = cfg
         self.metrics = Metrics()
         self.recent = RecentTraffic()
+        # With several workers, every scrape answers for all of them (server/shared_metrics.py).
+        self.shared = SharedMetrics(cfg.metrics_dir, self.metrics.registry) if cfg.metrics_dir else None
         self.log = RequestLog(cfg.request_log) if cfg.request_log is not None else None
 
     def start(self, api: str) -> RequestRecord:
@@ -259,6 +262,11 @@ class Telemetry:
     def rejected(self, reason: str) -> None:
         self.metrics.rejections.labels(reason).inc()
 
+    def render_metrics(self) -> bytes:
+        return self.shared.render() if self.shared is not None else self.metrics.render()
+
     def close(self) -> None:
         if self.log is not None:
             self.log.close()
+        if self.shared is not None:
+            self.shared.close()

@@ -14,10 +14,13 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Callable
 from multiprocessing.synchronize import Semaphore
+from pathlib import Path
 
 from server.config import Config
 
@@ -50,11 +53,14 @@ def run_workers(cfg: Config, serve: Serve) -> int:
         reserved.append(_reserve(cfg.http.host, cfg.http.port))
         ports["http"] = {"port": reserved[1].getsockname()[1]}
     threads = cfg.model.threads or max(1, (os.cpu_count() or 1) // count)
+    # Where the workers leave their metrics for each other's scrapes (server/shared_metrics.py).
+    metrics_dir = cfg.telemetry.metrics_dir or Path(tempfile.mkdtemp(prefix="taskrouter-metrics-"))
     worker_cfg = cfg.model_copy(
         update={
             "server": cfg.server.model_copy(update=ports["server"]),
             "http": cfg.http.model_copy(update=ports.get("http", {})),
             "model": cfg.model.model_copy(update={"threads": threads}),
+            "telemetry": cfg.telemetry.model_copy(update={"metrics_dir": metrics_dir}),
         }
     )
     ctx = multiprocessing.get_context("fork")  # nothing in this process has started a thread yet
@@ -91,4 +97,6 @@ def run_workers(cfg: Config, serve: Serve) -> int:
             stop(signal.SIGTERM, None)
     for sock in reserved:
         sock.close()
+    if cfg.telemetry.metrics_dir is None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return status or int(any(p.exitcode != 0 for p in procs))

@@ -51,7 +51,7 @@ def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
         # Open like health: scrapers rarely carry tokens, and counts are not secrets.
         @http.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
-            return Response(app.telemetry.metrics.render(), media_type=CONTENT_TYPE)
+            return Response(app.telemetry.render_metrics(), media_type=CONTENT_TYPE)
 
     def shape(request: Request) -> str:
         return "v2" if request.url.path.startswith((PREFIX, "/console")) else "openai"

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
@@ -48,6 +50,20 @@ def test_two_workers_share_the_port_and_stop_together() -> None:
         assert len(answers) == 240 and all(answers)
         spent = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
         assert all(s > 0.1 for s in spent.values()), spent  # both workers classified a share
+
+        # Any worker's /metrics answers for both: each series labelled with its worker's pid, and the
+        # labelled counts add up to every request sent (the other worker's file is at most ~1 s old).
+        http_port = next(int(m.group(1)) for line in lines if (m := re.search(r":(\d+) \(HTTP\)", line)))
+        time.sleep(1.5)
+        for _ in range(4):  # several connections: whichever worker takes one answers for both
+            text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10).text
+            ok = {
+                s.labels["worker"]: s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "taskrouter_requests_total" and s.labels["outcome"] == "OK"
+            }
+            assert set(ok) == {str(pid) for pid in workers} and sum(ok.values()) == 240, ok
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, "".join(lines[-20:])
