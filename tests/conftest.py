@@ -21,6 +21,7 @@ import yaml
 from server.config import Config, load_config
 from server.main import build_server
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
+from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = DATA.parents[1]
@@ -114,6 +115,22 @@ def make_config(**sections: Any) -> Config:
     server = {"host": "127.0.0.1", "port": 0, **sections.pop("server", {})}
     http = {"host": "127.0.0.1", "port": 0, **sections.pop("http", {})}
     return load_config([], server=server, http=http, **sections)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    """A real OpenAI-protocol server on loopback (tests/fake_openai.py), one per test module."""
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+def demo_service(fake: FakeOpenAI, root: Path, **sections: Any) -> ServerThread:
+    """A loaded server whose catalogue's models live on `fake` (router `demo`, see write_demo_config),
+    with any config section overrides."""
+    routers, catalog = write_demo_config(root, fake, free_port())
+    os.environ[KEY_ENV] = "sk-test-123"
+    return ServerThread(make_config(routers={"dir": routers, "catalog": catalog}, **sections)).load()
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 WORDS = ["Hello", " from", " the", " fake", " model", "."]
+# Prompts for the demo router's tasks (math, poem) and one that matches neither (fallback).
+MATH = "What is 17 multiplied by 23? Show the arithmetic."
+POEM = "Write a short poem about the autumn sea."
+OFF_TOPIC = "Which train goes from Berlin to Hamburg tonight?"
 KEY_ENV = "TASKROUTER_TEST_KEY"
 
 

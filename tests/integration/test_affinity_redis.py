@@ -4,7 +4,6 @@ are shared by every replica of the service and expire after their TTL without us
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import time
@@ -15,8 +14,8 @@ import pytest
 import redis
 
 from server.affinity import Pin, RedisAffinity
-from tests.conftest import ServerThread, free_port, make_config
-from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
+from tests.conftest import ServerThread, demo_service, free_port
+from tests.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed (make test installs it)"
@@ -67,19 +66,17 @@ def test_pins_are_shared_between_replicas_and_expire(redis_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    fake = FakeOpenAI().start()
-    routers, catalog = write_demo_config(tmp_path_factory.mktemp("redis"), fake, free_port())
-    os.environ[KEY_ENV] = "sk-test-123"
-    cfg = make_config(
-        routers={"dir": routers, "catalog": catalog},
+def service(
+    redis_url: str, fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    thread = demo_service(
+        fake,
+        tmp_path_factory.mktemp("redis"),
         affinity={"store": "redis", "redis_url": redis_url, "ttl_s": 60},
         targets={"health_interval_s": 3600},
     )
-    thread = ServerThread(cfg).load()
     yield thread
     thread.stop()
-    fake.stop()
 
 
 def test_service_pins_through_redis(service: ServerThread, redis_url: str) -> None:

@@ -5,7 +5,6 @@ artifacts/console/ (not committed) for a person to look at."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,8 @@ import httpx
 import pytest
 
 from taskrouter.v1 import taskrouter_pb2 as pb
-from tests.conftest import ROOT, ServerThread, free_port, make_config
-from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
+from tests.conftest import ROOT, ServerThread, demo_service
+from tests.fake_openai import MATH, OFF_TOPIC, POEM, FakeOpenAI
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -24,9 +23,6 @@ pytestmark = pytest.mark.skipif(
 sync_api = pytest.importorskip("playwright.sync_api")
 
 ARTIFACTS = ROOT / "artifacts" / "console"
-MATH = "What is 17 multiplied by 23? Show the arithmetic."
-POEM = "Write a short poem about the autumn sea."
-OFF_TOPIC = "Which train goes from Berlin to Hamburg tonight?"
 # What the probe found chromium needs here: no sandbox as root, no GPU, no calls home.
 FLAGS = [
     "--no-sandbox",
@@ -40,22 +36,13 @@ FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def service(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    routers, catalog = write_demo_config(tmp_path_factory.mktemp("console"), fake, free_port())
-    os.environ[KEY_ENV] = "sk-test-123"
-    cfg = make_config(
-        routers={"dir": routers, "catalog": catalog},
+    thread = demo_service(
+        fake,
+        tmp_path_factory.mktemp("console"),
         targets={"health_interval_s": 3600},
         batching={"max_queue_ms": 0},
     )
-    thread = ServerThread(cfg).load()
     yield thread
     thread.stop()
 
@@ -242,12 +229,9 @@ def test_with_auth_on_the_console_asks_for_the_admin_token(
 ) -> None:
     monkeypatch.setenv("CONSOLE_ADMIN", "admin-secret-1")
     monkeypatch.setenv("CONSOLE_INFERENCE", "inference-secret-2")
-    routers, catalog = write_demo_config(tmp_path, fake, free_port())
-    cfg = make_config(
-        routers={"dir": routers, "catalog": catalog},
-        auth={"admin_token_env": "CONSOLE_ADMIN", "inference_token_env": "CONSOLE_INFERENCE"},
+    service = demo_service(
+        fake, tmp_path, auth={"admin_token_env": "CONSOLE_ADMIN", "inference_token_env": "CONSOLE_INFERENCE"}
     )
-    service = ServerThread(cfg).load()
     try:
         base = f"http://127.0.0.1:{service.http_port}"
         # The data behind the page is guarded like the admin API: no token 401, inference token 403.

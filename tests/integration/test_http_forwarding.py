@@ -5,7 +5,6 @@ plain HTTP client that reads the SSE stream line by line."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 import grpc
@@ -14,32 +13,19 @@ import openai
 import pytest
 
 from taskrouter.v1 import taskrouter_pb2 as pb
-from tests.conftest import ServerThread, free_port, make_config
-from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
-
-MATH = "What is 17 multiplied by 23? Show the arithmetic."
-POEM = "Write a short poem about the autumn sea."
-OFF_TOPIC = "Which train goes from Berlin to Hamburg tonight?"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
+from tests.conftest import ServerThread, demo_service
+from tests.fake_openai import MATH, OFF_TOPIC, POEM, FakeOpenAI
 
 
 @pytest.fixture(scope="module")
 def service(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    routers, catalog = write_demo_config(tmp_path_factory.mktemp("targets"), fake, free_port())
-    os.environ[KEY_ENV] = "sk-test-123"
-    cfg = make_config(
-        routers={"dir": routers, "catalog": catalog},
+    thread = demo_service(
+        fake,
+        tmp_path_factory.mktemp("targets"),
         # Long health interval: these tests steer health themselves; a huge breaker threshold keeps
         # one test's failures from taking endpoints out for the next (the breaker has unit tests).
         targets={"first_token_timeout_s": 1.0, "health_interval_s": 3600, "breaker_failures": 1000},
     )
-    thread = ServerThread(cfg).load()
     yield thread
     thread.stop()
 

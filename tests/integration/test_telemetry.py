@@ -5,7 +5,6 @@ and every counter is checked against what the answers said."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,33 +20,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.analyze.cli import main
 from taskrouter.v1 import taskrouter_pb2 as pb
-from tests.conftest import ServerThread, free_port, make_config
-from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
-
-MATH = "What is 17 multiplied by 23? Show the arithmetic."
-POEM = "Write a short poem about the autumn sea."
-OFF_TOPIC = "Which train goes from Berlin to Hamburg tonight?"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
+from tests.conftest import ServerThread, demo_service
+from tests.fake_openai import MATH, OFF_TOPIC, POEM, FakeOpenAI
 
 
 @pytest.fixture(scope="module")
 def service(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     root = tmp_path_factory.mktemp("telemetry")
-    routers, catalog = write_demo_config(root, fake, free_port())
-    os.environ[KEY_ENV] = "sk-test-123"
-    cfg = make_config(
-        routers={"dir": routers, "catalog": catalog},
+    thread = demo_service(
+        fake,
+        root,
         targets={"health_interval_s": 3600, "breaker_failures": 1000},
         batching={"max_queue_ms": 0},
         telemetry={"request_log": root / "log" / "requests.jsonl", "stall_after_s": 0.5},
     )
-    thread = ServerThread(cfg).load()
     yield thread
     thread.stop()
 
