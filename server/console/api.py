@@ -15,19 +15,16 @@ from models import ChatMessage
 from server.app import App
 from server.console.evaluate import Row, score
 from server.errors import InvalidInput
+from server.http.body import json_body
 from server.http.openai_front import parse_messages
 from server.pipeline import classify, lookup_router, plan, request_tokens, validate_messages
-from server.policies import estimate_input_tokens
 
 MAX_EVALUATE_ROWS = 5000
 MAX_WINDOW_S = 24 * 3600
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
     return body
@@ -125,8 +122,9 @@ class ConsoleApi:
             texts.append(row["text"])
             labels.append(row["label"])
         engine, batcher = self.app.engine, self.app.batcher
+        conversations = [[ChatMessage("user", t)] for t in texts]
         prompts = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: [engine.prepare([ChatMessage("user", t)]) for t in texts]
+            None, lambda: [engine.prepare(c) for c in conversations]
         )
         # In slices the admission bound can take, so a big file waits its turn instead of being refused.
         step = self.app.cfg.batching.max_batch_requests
@@ -136,14 +134,13 @@ class ConsoleApi:
             results += await batcher.submit_many(
                 [(p, router.prototypes) for p in chunk], [p.n_tokens for p in chunk]
             )
-        output = self.app.cfg.targets.default_output_tokens
         base = catalog.models[baseline]
         scored = []
-        for text, label, (sims, _) in zip(texts, labels, results, strict=True):
+        for messages, label, (sims, _) in zip(conversations, labels, results, strict=True):
             decision = router.decide(sims)
             pool, _policy = router.pool(decision)
-            tokens = (estimate_input_tokens([text]), output)
-            first = plan(self.app, router, decision, [ChatMessage("user", text)]).models
+            tokens = request_tokens(self.app, messages, None)
+            first = plan(self.app, router, decision, messages).models
             routed = catalog.models[first[0] if first else pool[0]].cost_usd(*tokens)
             best = decision.scores[0]
             scored.append(

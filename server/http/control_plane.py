@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from server.app import App
-from server.errors import InvalidInput
+from server.http.body import json_body
 from server.registry import CompiledRouter
 from server.routers import parse_router
 
@@ -56,10 +56,7 @@ class ControlPlane:
         return api
 
     async def _definition(self, request: Request) -> Any:
-        try:
-            raw = await request.json()
-        except ValueError as exc:
-            raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+        raw = await json_body(request)
         # Accept the hosted API's nesting too ({"config": {"policies", "fallback_models"}}).
         if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
             raw = {**{k: v for k, v in raw.items() if k != "config"}, **raw["config"]}

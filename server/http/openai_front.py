@@ -24,6 +24,7 @@ from server.app import App
 from server.chat import ROUTER_PREFIX, ChatRouter, Routed
 from server.errors import InvalidInput
 from server.forward import Attempt, Forwarder, attribution
+from server.http.body import json_body
 from server.targets import ModelInfo, UpstreamError
 from server.telemetry import RequestRecord
 
@@ -125,10 +126,7 @@ class OpenAIFront:
                 telemetry.finish(record)
 
     async def _chat(self, request: Request, record: RequestRecord) -> Any:
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+        body = await json_body(request)
         if not isinstance(body, dict):
             raise InvalidInput("the body must be a JSON object (an OpenAI chat-completions request)")
         model = body.get("model")
