@@ -18,6 +18,7 @@ from torch import nn
 from models.config import ClassifierConfig
 from models.encoder import SentenceEncoder
 from models.moe import MoEFeedForward, upcycle
+from models.nomatch import mix_prototypes
 
 
 class TaskClassifier(nn.Module):
@@ -127,15 +128,7 @@ class TaskClassifier(nn.Module):
         With examples, the prototype mixes the description with the examples' mean: examples read
         like real prompts, which a description does not, so they pull the prototype towards them.
         """
-        weight = self.config.description_weight
-        rows = []
-        for description, task_examples in zip(descriptions, examples, strict=True):
-            if task_examples is None or len(task_examples) == 0:
-                rows.append(description)
-            else:
-                mean = nn.functional.normalize(task_examples.mean(dim=0), dim=-1)
-                rows.append(weight * description + (1.0 - weight) * mean)
-        return nn.functional.normalize(torch.stack(rows), dim=-1)
+        return mix_prototypes(descriptions, examples, self.config.description_weight)
 
     @staticmethod
     def similarity(prompts: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:

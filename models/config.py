@@ -18,9 +18,18 @@ class ClassifierConfig:
     # Softmax temperature turning similarities into probabilities; cosine similarities span [-1, 1],
     # so a small value is needed for probabilities that separate tasks.
     temperature: float = 0.05
-    # Default no-match threshold on the best cosine similarity; a router may override it. For the
-    # plain encoder it sits between the best similarity of off-topic prompts and of in-scope ones.
+    # How a conversation becomes encoder input (models/prompt.py): "latest_turn" or "conversation";
+    # a router may choose the other.
+    context: str = "latest_turn"
+    # The no-match criterion (models/nomatch.py): "calibrated" (z-score against a background corpus)
+    # or "similarity" (raw best cosine); a router may choose the other.
+    criterion: str = "similarity"
+    # Default no-match threshold on the best cosine similarity (criterion "similarity"); a router may
+    # override it. For the plain encoder it sits between off-topic and in-scope best similarities.
     threshold: float = 0.15
+    # Default threshold of the "calibrated" criterion, in background standard deviations; chosen on
+    # held-out taxonomies with out-of-scope rows (training/README.md).
+    calibrated_threshold: float = 3.0
     # Weight of the description against the mean of the task's examples in the task prototype;
     # examples look like prompts, so they carry most of the weight when a task has them.
     description_weight: float = 0.25
@@ -41,8 +50,15 @@ class ClassifierConfig:
             raise ValueError(f"max_seq_len={self.max_seq_len} leaves no room for a prompt; use >= 8")
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0")
+        if self.context not in ("latest_turn", "conversation"):
+            raise ValueError(f"context={self.context!r}; allowed: latest_turn, conversation")
+        if self.criterion not in ("calibrated", "similarity"):
+            raise ValueError(f"criterion={self.criterion!r}; allowed: calibrated, similarity")
         if not 0.0 <= self.description_weight <= 1.0:
             raise ValueError(f"description_weight={self.description_weight} must be in [0, 1]")
+
+    def default_threshold(self, criterion: str) -> float:
+        return self.calibrated_threshold if criterion == "calibrated" else self.threshold
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,9 +1,19 @@
 """Turns a chat request into encoder input within a token budget, and says when something was cut.
 
-Priority, as a router needs it: the system prompt (it often states the task outright), then the
-latest user turn (the request itself), then earlier turns, newest first. The system prompt may take
-at most half the budget while a user turn is waiting, so a long agent preamble cannot crowd out the
-request. Long texts keep their head and tail: instructions tend to sit around a pasted blob.
+Two ways to read a conversation (`context`, chosen per router; measured in training/README.md):
+
+- `latest_turn` (the default): the latest user turn is the request, and it alone decides. Earlier
+  user turns join it only while it is too short to stand alone ("ok, now do the same for Go"), and
+  never the system prompt, assistant answers or tool output. An agent or RAG front end sends the
+  same long preamble (tone rules, tool lists, environment) on every request; mean pooling weighs
+  every token alike, so that preamble, identical across the router's traffic and telling its tasks
+  nothing apart, would otherwise outvote a one-line request and pull every prompt to one task.
+- `conversation`: everything, by priority: the system prompt, then the latest user turn, then
+  earlier turns, newest first. The system prompt may take at most half the budget while a user
+  turn is waiting. For routers in front of many applications whose system prompts differ and do
+  say what the request is ("You translate English to German").
+
+Long texts keep their head and tail: instructions tend to sit around a pasted blob.
 """
 
 from __future__ import annotations
@@ -16,6 +26,13 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
+LATEST_TURN = "latest_turn"
+CONVERSATION = "conversation"
+CONTEXT_MODES = (LATEST_TURN, CONVERSATION)
+# In `latest_turn` mode, a latest user turn shorter than this many tokens is a follow-up that needs
+# the user's earlier turns to be understood; they are added, newest first, up to this many tokens.
+FOLLOW_UP_TOKENS = 12
+FOLLOW_UP_BUDGET = 48
 ALLOWED_ROLES = ("system", "developer", "user", "assistant", "tool")
 # Characters kept per budget token before tokenizing; anything longer cannot fit anyway, and clipping
 # first keeps tokenization of a 1 MB prompt as cheap as that of a short one.
@@ -85,14 +102,58 @@ def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[
 
 
 def build_prompt(
-    tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessage], max_tokens: int
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[ChatMessage],
+    max_tokens: int,
+    context: str = LATEST_TURN,
+    follow_up_tokens: int = FOLLOW_UP_TOKENS,
 ) -> PromptInput:
-    """Encoder input for `messages` in at most `max_tokens` tokens (special tokens included).
+    """Encoder input for `messages` in at most `max_tokens` tokens (special tokens included), read
+    the `context` way (see the module docstring); `follow_up_tokens=0` turns follow-ups off.
 
-    The caller validates roles and non-emptiness; this only allocates the budget.
+    The caller validates roles and non-emptiness; this only chooses and allocates. `truncated` says
+    when text the mode reads did not fit, not that the mode leaves the preamble out by design.
     """
+    if context not in CONTEXT_MODES:
+        raise ValueError(f"context {context!r}; allowed: {', '.join(CONTEXT_MODES)}")
     prefix, suffix = special_tokens(tokenizer)
     budget = max_tokens - len(prefix) - len(suffix)
+    if context == LATEST_TURN:
+        users = [m.content for m in messages if m.role == "user" and m.content.strip()]
+        if users:  # without a user turn there is no request to isolate: read what there is
+            body, truncated = _latest_turn(tokenizer, users, budget, follow_up_tokens)
+            return PromptInput(input_ids=prefix + body + suffix, truncated=truncated)
+    body, truncated = _conversation(tokenizer, messages, budget)
+    return PromptInput(input_ids=prefix + body + suffix, truncated=truncated)
+
+
+def _latest_turn(
+    tokenizer: PreTrainedTokenizerBase, users: list[str], budget: int, follow_up_tokens: int
+) -> tuple[list[int], bool]:
+    """The latest user turn; a short one is a follow-up and takes the earlier user turns along
+    (newest first, in chronological order, up to FOLLOW_UP_BUDGET tokens)."""
+    max_chars = budget * _CHARS_PER_TOKEN_CAP
+    latest, truncated = _clip_chars(users[-1], max_chars)
+    latest_ids = tokenizer([latest], add_special_tokens=False)["input_ids"][0]
+    truncated |= len(latest_ids) > budget
+    body = _head_tail(latest_ids, budget)
+    if len(latest_ids) >= follow_up_tokens or len(users) == 1:
+        return body, truncated
+    left = min(FOLLOW_UP_BUDGET, budget - len(body))
+    earlier = [_clip_chars(text, left * _CHARS_PER_TOKEN_CAP)[0] for text in users[-2::-1][:4]]
+    for ids in tokenizer(earlier, add_special_tokens=False)["input_ids"]:
+        if left <= 0:
+            break
+        take = _head_tail(ids, left)
+        body = take + body
+        left -= len(take)
+    return body, truncated
+
+
+def _conversation(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessage], budget: int
+) -> tuple[list[int], bool]:
+    """System prompt, latest user turn, earlier turns newest first, within `budget` tokens."""
     system, user, history = _split_turns(messages)
     max_chars = budget * _CHARS_PER_TOKEN_CAP
     # Only the newest turns that could still fit are worth tokenizing; a long chat costs no more.
@@ -126,8 +187,7 @@ def build_prompt(
     body = system_ids[:system_keep]
     for turn in reversed(kept_history):  # back to chronological order
         body = body + turn
-    body = body + _head_tail(user_ids, user_keep)
-    return PromptInput(input_ids=prefix + body + suffix, truncated=truncated)
+    return body + _head_tail(user_ids, user_keep), truncated
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ from models import PromptInput
 from server.affinity import AffinityStore, MemoryAffinity, RedisAffinity
 from server.batching import Batcher
 from server.config import AffinitySection, Config
-from server.engine import Engine, TaskText
+from server.engine import CompiledTasks, Engine, TaskText
 from server.errors import NotReady
 from server.persistence import RouterState
 from server.registry import RouterRegistry
@@ -142,13 +142,15 @@ class App:
         if self.cfg.model.warmup:
             await loop.run_in_executor(self.executor, engine.warmup)
 
-        async def compile_router(spec: RouterSpec) -> torch.Tensor:
+        async def compile_router(spec: RouterSpec, criterion: str, default: float) -> CompiledTasks:
             tasks = [TaskText(t.description, t.examples) for t in spec.tasks]
-            return await loop.run_in_executor(self.executor, engine.task_prototypes, tasks)
+            return await loop.run_in_executor(
+                self.executor, engine.compile, tasks, spec.fallback_examples, criterion, default
+            )
 
         state = RouterState(self.cfg.routers.state_file, catalog) if self.cfg.routers.state_file else None
         saved = state.load() if state is not None else None
-        registry = RouterRegistry(compile_router, catalog, engine.default_threshold, engine.temperature)
+        registry = RouterRegistry(compile_router, catalog, engine.config)
         if saved is not None:  # the state file, once written, is what the routers are
             for router in saved:
                 await registry.restore(router)

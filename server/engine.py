@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from models import (
     DEFAULT_CHECKPOINT,
     ChatMessage,
+    ClassifierConfig,
     PromptInput,
     TaskClassifier,
     build_prompt,
@@ -30,6 +31,7 @@ from models import (
     pad_batch,
 )
 from models.cuda_graphs import LENGTH_BUCKETS, GraphedEncoder, bucket
+from models.nomatch import Calibration, Fit, background_prompts, calibrate, fit_threshold
 from models.onnx_export import OnnxEncoder, cached_export, onnx_available
 from server.config import ModelSection
 
@@ -44,6 +46,15 @@ class TaskText:
 
     description: str
     examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CompiledTasks:
+    """What one router version needs at request time, built once on the engine thread."""
+
+    prototypes: torch.Tensor  # [T, D] on the device
+    calibration: Calibration  # background statistics per task (models/nomatch.py)
+    fit: Fit  # the threshold fitted from examples and fallback examples (or the default)
 
 
 def pick_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
@@ -107,6 +118,7 @@ class Engine:
         self.graphs = graphs
         self.max_tokens = model.config.max_seq_len
         self.pad_id = tokenizer.pad_token_id or 0
+        self._background: np.ndarray | None = None  # background corpus embeddings, on first compile
 
     @classmethod
     def load(cls, cfg: ModelSection, max_batch: int = 64) -> Engine:
@@ -145,8 +157,13 @@ class Engine:
     def default_threshold(self) -> float:
         return self.model.config.threshold
 
-    def prepare(self, messages: Sequence[ChatMessage]) -> PromptInput:
-        return build_prompt(self.tokenizer, messages, self.max_tokens)
+    @property
+    def config(self) -> ClassifierConfig:
+        return self.model.config
+
+    def prepare(self, messages: Sequence[ChatMessage], context: str | None = None) -> PromptInput:
+        """Encoder input, read the `context` way (default: the checkpoint's)."""
+        return build_prompt(self.tokenizer, messages, self.max_tokens, context or self.model.config.context)
 
     def _embed(self, rows: Sequence[Sequence[int]], tasks: bool = False) -> torch.Tensor:
         """Unit-norm embeddings [B, D] on the device, from the chosen backend."""
@@ -168,6 +185,39 @@ class Engine:
         # settings change between calls, which breaks ("Already borrowed") under concurrent use.
         rows = [self.prepare([ChatMessage("user", text)]).input_ids for text in texts]
         return self._embed(rows, tasks=True)
+
+    def _encode_prompts(self, texts: Sequence[str], batch: int = 64) -> np.ndarray:
+        rows = [self.prepare([ChatMessage("user", text)]).input_ids for text in texts]
+        chunks = [self._embed(rows[i : i + batch]).float().cpu() for i in range(0, len(rows), batch)]
+        return torch.cat(chunks).numpy() if chunks else np.zeros((0, self.model.dim), np.float32)
+
+    def background(self) -> np.ndarray:
+        """Embeddings [B, D] of the background corpus, computed once (a second or two on CPU)."""
+        if self._background is None:
+            with torch.inference_mode():
+                self._background = self._encode_prompts(background_prompts())
+        return self._background
+
+    @torch.inference_mode()
+    def compile(
+        self, tasks: Sequence[TaskText], fallback_examples: Sequence[str], criterion: str, default: float
+    ) -> CompiledTasks:
+        """Prototypes, background calibration and the fitted threshold of one router version."""
+        descriptions = self._encode_texts([t.description for t in tasks])
+        examples = [self._encode_texts(t.examples) if t.examples else None for t in tasks]
+        prototypes = self.model.task_prototypes(descriptions, examples)
+        background = self.background()
+        calibration = calibrate(prototypes.float().cpu().numpy(), background)
+        fit = fit_threshold(
+            descriptions.float().cpu().numpy(),
+            [e.float().cpu().numpy() if e is not None else np.zeros((0, self.model.dim), np.float32) for e in examples],
+            self._encode_prompts(fallback_examples),
+            background,
+            criterion,
+            default,
+            self.model.config.description_weight,
+        )
+        return CompiledTasks(prototypes, calibration, fit)
 
     @torch.inference_mode()
     def task_prototypes(self, tasks: Sequence[TaskText]) -> torch.Tensor:
@@ -208,6 +258,7 @@ class Engine:
                 log.warning("CUDA graph capture failed, running the encoder eagerly: %s", exc)
                 self.graphs = None
         proto = self.task_prototypes([TaskText("warm-up task"), TaskText("another task", ("an example",))])
+        self.background()
         for batch, length in ((1, 16), (8, 64), (32, self.max_tokens)):
             ids = [self.tokenizer.cls_token_id or 0] * length
             self.score([PromptInput(ids, False)] * batch, [proto] * batch)

@@ -61,7 +61,7 @@ async def classify(
     """Score `messages` (already validated by the caller) against `router`'s tasks. `received`: when
     the request arrived (perf_counter), so its latency includes the caller's checks."""
     received = time.perf_counter() if received is None else received
-    prompt = app.engine.prepare(list(messages))
+    prompt = app.engine.prepare(list(messages), router.context)
     tokenize_ms = (time.perf_counter() - received) * 1e3
     sims, info = await app.batcher.submit((prompt, router.prototypes), prompt.n_tokens)
     return Classified(router, router.decide(sims), prompt, info, tokenize_ms, received)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models import match_probabilities
+from models import ClassifierConfig, match_probabilities
+from models.nomatch import CALIBRATED, Calibration, Fit, criterion_value
+from server.engine import CompiledTasks
 from server.errors import AlreadyExists, NotFound
 from server.persistence import SavedRouter
 from server.policies import MANUAL
@@ -34,7 +36,21 @@ class Decision:
     matched: bool
     scores: tuple[TaskResult, ...]  # best first
     fallback_score: float
+    threshold: float  # in the criterion's units
+    criterion: str
+    criterion_value: float  # matched == criterion_value >= threshold
+
+
+@dataclass(frozen=True)
+class NoMatch:
+    """A router's compiled no-match decision: how it reads prompts, what it compares, and why."""
+
+    context: str
+    criterion: str
     threshold: float
+    threshold_source: str  # "router" (explicit), "fitted" (examples / fallback examples), "checkpoint"
+    calibration: Calibration
+    fit: Fit
 
 
 @dataclass(frozen=True)
@@ -42,23 +58,53 @@ class CompiledRouter:
     spec: RouterSpec
     version: int
     prototypes: torch.Tensor  # [T, D] on the engine's device
-    threshold: float
+    no_match: NoMatch
     temperature: float
     uuid: str  # stable across updates; the HTTP control plane addresses routers by it
     create_time: float
     update_time: float
 
+    @property
+    def threshold(self) -> float:
+        return self.no_match.threshold
+
+    @property
+    def context(self) -> str:
+        return self.no_match.context
+
+    def _cut(self, task_index: int) -> float:
+        """The threshold in similarity units for one task: where its similarity stops matching."""
+        nm = self.no_match
+        if nm.criterion == CALIBRATED:
+            return float(nm.calibration.mean[task_index] + nm.threshold * nm.calibration.std[task_index])
+        return nm.threshold
+
+    def similarity_cut(self, decision: Decision) -> float:
+        """The threshold in similarity units for the decision's best task (the console draws it)."""
+        return self._cut(next(i for i, t in enumerate(self.spec.tasks) if t.name == decision.scores[0].task))
+
     def decide(self, similarities: np.ndarray) -> Decision:
+        nm = self.no_match
+        best_index = int(np.argmax(similarities))
+        value = float(criterion_value(similarities[None], np.array([best_index]), nm.criterion, nm.calibration)[0])
+        # The best task's cut as the softmax's "no task" candidate: fallback is then the most
+        # probable exactly when the prompt falls back.
+        cut = self._cut(best_index)
         sims = torch.from_numpy(np.asarray(similarities, dtype=np.float32))[None]
-        probs, fallback = match_probabilities(sims, self.threshold, self.temperature)
+        probs, fallback = match_probabilities(sims, cut, self.temperature)
         order = np.argsort(-similarities, kind="stable")
         scores = tuple(
             TaskResult(self.spec.tasks[i].name, float(probs[0, i]), float(similarities[i])) for i in order
         )
-        best = scores[0]
-        matched = best.similarity >= self.threshold
+        matched = value >= nm.threshold
         return Decision(
-            best.task if matched else FALLBACK, matched, scores, float(fallback[0]), self.threshold
+            scores[0].task if matched else FALLBACK,
+            matched,
+            scores,
+            float(fallback[0]),
+            nm.threshold,
+            nm.criterion,
+            value,
         )
 
     def pool(self, decision: Decision) -> tuple[tuple[str, ...], str]:
@@ -69,25 +115,19 @@ class CompiledRouter:
         return task.models, task.prefer or MANUAL
 
 
-Compile = Callable[[RouterSpec], Awaitable[torch.Tensor]]
+Compile = Callable[[RouterSpec, str, float], Awaitable[CompiledTasks]]
 Persist = Callable[[list[SavedRouter]], None]
 
 
 class RouterRegistry:
-    """Create/read/update/delete routers. `compile` embeds a definition's tasks (on the engine thread)."""
+    """Create/read/update/delete routers. `compile` embeds a definition's tasks (on the engine thread);
+    `defaults`, the checkpoint's config, gives the context, criterion and threshold a router omits."""
 
-    def __init__(
-        self,
-        compile: Compile,
-        catalog: Catalog,
-        default_threshold: float,
-        temperature: float,
-    ):
+    def __init__(self, compile: Compile, catalog: Catalog, defaults: ClassifierConfig):
         self._compile = compile
         self._persist: Persist | None = None
         self.catalog = catalog
-        self._default_threshold = default_threshold
-        self._temperature = temperature
+        self._defaults = defaults
         self._routers: dict[str, CompiledRouter] = {}
         self._lock = asyncio.Lock()  # one mutation at a time; reads never wait
 
@@ -115,14 +155,29 @@ class RouterRegistry:
         router_uuid: str | None = None,
         updated: float | None = None,
     ) -> CompiledRouter:
-        prototypes = await self._compile(spec)
+        criterion = spec.resolved_criterion(self._defaults.criterion)
+        compiled = await self._compile(spec, criterion, self._defaults.default_threshold(criterion))
+        if spec.threshold is not None:
+            threshold, source = spec.threshold, "router"
+        elif compiled.fit.examples or compiled.fit.fallback_examples:
+            threshold, source = compiled.fit.threshold, "fitted"
+        else:
+            threshold, source = self._defaults.default_threshold(criterion), "checkpoint"
+        no_match = NoMatch(
+            spec.context or self._defaults.context,
+            criterion,
+            threshold,
+            source,
+            compiled.calibration,
+            compiled.fit,
+        )
         now = time.time() if updated is None else updated
         return CompiledRouter(
             spec=spec,
             version=version,
-            prototypes=prototypes,
-            threshold=self._default_threshold if spec.threshold is None else spec.threshold,
-            temperature=self._temperature,
+            prototypes=compiled.prototypes,
+            no_match=no_match,
+            temperature=self._defaults.temperature,
             uuid=router_uuid or str(uuid.uuid4()),
             create_time=now if created is None else created,
             update_time=now,

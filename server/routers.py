@@ -4,8 +4,11 @@ The accepted shape is the one operators know from hosted inference routers:
 
     name: support
     description: ...
-    threshold: 0.2                 # optional no-match threshold
+    context: latest_turn           # optional: latest_turn or conversation (models/prompt.py)
+    criterion: calibrated          # optional: calibrated or similarity (models/nomatch.py)
+    threshold: 2.5                 # optional no-match threshold, in the criterion's units
     max_cost_usd: 0.01             # optional: skip candidates whose estimated cost exceeds it
+    fallback_examples: [...]       # optional prompts that must match no task (fit the threshold)
     policies:
       - custom_task: {name: classify, description: ..., examples: [...]}
         models: [model-a, model-b]  # 1 to 3, from the catalog
@@ -16,6 +19,7 @@ The accepted shape is the one operators know from hosted inference routers:
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from models.nomatch import CALIBRATED, CRITERIA, SIMILARITY
+from models.prompt import CONTEXT_MODES
 from server.errors import InvalidInput
 from server.policies import PREFERENCES
 from server.targets import Catalog
@@ -37,7 +43,20 @@ MAX_EXAMPLES = 64
 MAX_TEXT_CHARS = 4000
 ROUTER_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
-_ROUTER_KEYS = {"name", "description", "policies", "fallback_models", "threshold", "max_cost_usd"}
+_ROUTER_KEYS = {
+    "name",
+    "description",
+    "policies",
+    "fallback_models",
+    "threshold",
+    "max_cost_usd",
+    "context",
+    "criterion",
+    "fallback_examples",
+}
+# Threshold ranges per criterion: cosines live in [-1, 1]; calibrated values are standard
+# deviations above unrelated traffic, where in-scope prompts sit at about 2 to 15.
+THRESHOLD_RANGES = {SIMILARITY: (-1.0, 1.0), CALIBRATED: (-10.0, 50.0)}
 _POLICY_KEYS = {"custom_task", "models", "selection_policy"}
 _TASK_KEYS = {"name", "description", "examples"}
 
@@ -59,6 +78,16 @@ class RouterSpec:
     fallback_models: tuple[str, ...]
     threshold: float | None
     max_cost_usd: float | None = None  # per-request cap on a candidate's estimated cost
+    context: str | None = None  # None: the checkpoint's
+    # None: the checkpoint's, or "similarity" when a threshold is set without a criterion (the
+    # units router definitions used before criteria existed, so old definitions keep their meaning).
+    criterion: str | None = None
+    fallback_examples: tuple[str, ...] = ()
+
+    def resolved_criterion(self, default: str) -> str:
+        if self.criterion is not None:
+            return self.criterion
+        return SIMILARITY if self.threshold is not None else default
 
     def to_dict(self) -> dict[str, Any]:
         """The definition in operator format (what a YAML file or Router message holds)."""
@@ -81,6 +110,12 @@ class RouterSpec:
             out["threshold"] = self.threshold
         if self.max_cost_usd is not None:
             out["max_cost_usd"] = self.max_cost_usd
+        if self.context is not None:
+            out["context"] = self.context
+        if self.criterion is not None:
+            out["criterion"] = self.criterion
+        if self.fallback_examples:
+            out["fallback_examples"] = list(self.fallback_examples)
         return out
 
 
@@ -112,6 +147,19 @@ class _Checker:
             raise self.fail(where, f"is {len(value)} characters; at most {MAX_TEXT_CHARS} allowed")
         return value.strip()
 
+    def prompts(self, value: Any, where: str) -> tuple[str, ...]:
+        value = value or []
+        if not isinstance(value, list) or len(value) > MAX_EXAMPLES:
+            raise self.fail(where, f"must be a list of at most {MAX_EXAMPLES} prompts")
+        return tuple(self.text(e, f"{where}[{i}]") for i, e in enumerate(value))
+
+    def choice(self, value: Any, where: str, allowed: tuple[str, ...]) -> str | None:
+        if value is None or value == "":
+            return None
+        if value not in allowed:
+            raise self.fail(where, f"is {value!r}; allowed: {', '.join(allowed)} (or omit it)")
+        return str(value)
+
     def name(self, value: Any, where: str) -> str:
         if not isinstance(value, str) or not NAME_RE.match(value):
             raise self.fail(where, f"{value!r} is not a valid name; use {NAME_RULE}")
@@ -137,12 +185,7 @@ def _parse_task(checker: _Checker, policy: Any, where: str, catalog: Catalog) ->
     if name == FALLBACK:
         raise checker.fail(f"{where}.custom_task.name", f"'{FALLBACK}' is reserved for the no-match answer")
     description = checker.text(custom.get("description"), f"{where}.custom_task.description")
-    examples = custom.get("examples") or []
-    if not isinstance(examples, list) or len(examples) > MAX_EXAMPLES:
-        raise checker.fail(
-            f"{where}.custom_task.examples", f"must be a list of at most {MAX_EXAMPLES} prompts"
-        )
-    examples = tuple(checker.text(e, f"{where}.custom_task.examples[{i}]") for i, e in enumerate(examples))
+    examples = checker.prompts(custom.get("examples"), f"{where}.custom_task.examples")
     models = checker.models(policy.get("models"), f"{where}.models", catalog)
     prefer = None
     if policy.get("selection_policy") is not None:
@@ -178,17 +221,36 @@ def parse_router(raw: Any, catalog: Catalog) -> RouterSpec:
     if not raw.get("fallback_models"):
         raise checker.fail("fallback_models", "is missing; list 1 to 3 models for prompts that match no task")
     fallback = checker.models(raw.get("fallback_models"), "fallback_models", catalog)
+    context = checker.choice(raw.get("context"), "context", CONTEXT_MODES)
+    criterion = checker.choice(raw.get("criterion"), "criterion", CRITERIA)
     threshold = raw.get("threshold")
     if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not -1 <= threshold <= 1:
-            raise checker.fail("threshold", f"is {threshold!r}; use a number in [-1, 1] or omit it")
+        low, high = THRESHOLD_RANGES[criterion or SIMILARITY]
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not math.isfinite(threshold)
+            or not low <= threshold <= high
+        ):
+            units = f"criterion {criterion!r}" if criterion else "similarity units (no criterion set)"
+            raise checker.fail(
+                "threshold", f"is {threshold!r}; use a number in [{low:g}, {high:g}] ({units}) or omit it"
+            )
         threshold = float(threshold)
+    fallback_examples = checker.prompts(raw.get("fallback_examples"), "fallback_examples")
     max_cost = raw.get("max_cost_usd")
     if max_cost is not None:
-        if isinstance(max_cost, bool) or not isinstance(max_cost, int | float) or max_cost <= 0:
+        if (
+            isinstance(max_cost, bool)
+            or not isinstance(max_cost, int | float)
+            or not math.isfinite(max_cost)
+            or max_cost <= 0
+        ):
             raise checker.fail("max_cost_usd", f"is {max_cost!r}; use a positive number of USD or omit it")
         max_cost = float(max_cost)
-    return RouterSpec(name, description, tasks, fallback, threshold, max_cost)
+    return RouterSpec(
+        name, description, tasks, fallback, threshold, max_cost, context, criterion, fallback_examples
+    )
 
 
 def read_router_file(path: Path, catalog: Catalog) -> RouterSpec:

@@ -24,7 +24,7 @@ from server.telemetry import RequestRecord
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
-_OUTPUT_ONLY = ("version", "create_time", "update_time", "uuid")
+_OUTPUT_ONLY = ("version", "create_time", "update_time", "uuid", "no_match")
 _Input = pb.ClassifyRequest | pb.RouteRequest | pb.ChatRequest
 
 
@@ -74,6 +74,8 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             ],
             threshold=decision.threshold,
             fallback_score=decision.fallback_score,
+            criterion=decision.criterion,
+            criterion_value=decision.criterion_value,
             truncated=prompt.truncated,
             input_tokens=prompt.n_tokens,
             latency_ms=_ms(time.perf_counter() - received),
@@ -156,7 +158,10 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         conversations = [self._messages(r, f"requests[{i}]: ") for i, r in enumerate(request.requests)]
         # Tokenizing hundreds of prompts would stall the event loop; a worker thread does it.
         prompts: Sequence[PromptInput] = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: [self.app.engine.prepare(m) for m in conversations]
+            None,
+            lambda: [
+                self.app.engine.prepare(m, r.context) for m, r in zip(conversations, routers, strict=True)
+            ],
         )
         tokenize_ms = _ms(time.perf_counter() - received)
         results = await self.app.batcher.submit_many(
@@ -263,6 +268,19 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     @staticmethod
     def _to_proto(router: CompiledRouter) -> pb.Router:
         message = json_format.ParseDict(router.spec.to_dict(), pb.Router())
+        nm = router.no_match
+        message.no_match.CopyFrom(
+            pb.NoMatch(
+                context=nm.context,
+                criterion=nm.criterion,
+                threshold=nm.threshold,
+                threshold_source=nm.threshold_source,
+                expected_fallback_precision=nm.fit.fallback_precision,
+                expected_fallback_recall=nm.fit.fallback_recall,
+                examples=nm.fit.examples,
+                fallback_examples=nm.fit.fallback_examples,
+            )
+        )
         message.version = router.version
         message.uuid = router.uuid
         message.create_time.FromNanoseconds(int(router.create_time * 1e9))

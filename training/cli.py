@@ -5,6 +5,7 @@
     python -m training.cli evaluate --checkpoint DIR --tasks tasks.json --data labelled.jsonl [--shots 5]
     python -m training.cli evaluate --checkpoint DIR --set banking77_oos --report reports/b77oos
     python -m training.cli loto     --out runs/loto            # leave-one-taxonomy-out table
+    python -m training.cli openset  --checkpoint DIR --out DIR # fallback / preamble / fitted table
     torchrun --nproc_per_node 2 -m training.cli train ...      # data-parallel (DDP)
 
 Data set names are folders of ../shared/data or `llm_task_types` (the project's own prompts).
@@ -125,6 +126,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     for key in ("fallback_precision", "fallback_recall", "fallback_auroc"):
         if key in report:
             summary[key] = report[key]
+    report["decisions"] = _decisions(model, tokenizer, taxonomy, args.split, args.shots)
     print(
         json.dumps(
             {
@@ -132,6 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 "split": args.split,
                 "threshold": round(threshold, 4),
                 **{k: round(v, 4) for k, v in summary.items()},
+                "decisions": report["decisions"],
             },
             indent=2,
         )
@@ -139,6 +142,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.report:
         write_report(report, args.report)
         print(f"report: {args.report}/report.md")
+
+
+def _decisions(
+    model: Any, tokenizer: Any, taxonomy: Taxonomy, split: str, shots: int
+) -> dict[str, dict[str, float]]:
+    """What a router built from this taxonomy does, as served: for each no-match criterion, at the
+    checkpoint's default threshold and at the threshold fitted from the router's examples (the
+    `shots`) and 20 val fallback rows (when the set has any): accuracy with fallback as a class,
+    in-scope accuracy, fallback precision / recall / AUROC."""
+    from models.nomatch import CRITERIA, background_prompts
+    from training.openset import Embedder, fitted_threshold, open_metrics, score_set
+
+    embedder = Embedder(model, tokenizer, model.config.context)
+    background = embedder.texts(background_prompts(), side="prompt")
+    scored = score_set(embedder, taxonomy, background, split, shots, None)
+    out: dict[str, dict[str, float]] = {}
+    for criterion in CRITERIA:
+        default = model.config.default_threshold(criterion)
+        fit = fitted_threshold(embedder, taxonomy, scored.view, background, criterion, default)
+        for how, t in (("default", default), ("fitted", fit.threshold)):
+            m = open_metrics(scored.sims, scored.labels, scored.view.tasks, criterion, scored.view.calibration, t)
+            out[f"{criterion}@{how}"] = {"threshold": round(t, 4), **{k: round(v, 4) for k, v in m.items()}}
+    return out
 
 
 def cmd_loto(args: argparse.Namespace) -> None:
@@ -151,6 +177,33 @@ def cmd_loto(args: argparse.Namespace) -> None:
         args.shots,
         test_limit=args.test_limit,
     )
+
+
+def cmd_openset(args: argparse.Namespace) -> None:
+    from models.nomatch import background_prompts
+    from training import openset
+    from training.families import FAMILIES
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer, _ = load_checkpoint(args.checkpoint)
+    sets = args.sets or [s for members in FAMILIES.values() for s in members if s != "banking77"]
+    preamble = args.preamble.read_text() if args.preamble else None
+    result = openset.run(
+        model, tokenizer, background_prompts(), sets, args.context, tuple(args.shots), args.limit, preamble
+    )
+    result |= {"checkpoint": str(args.checkpoint), "preamble": str(args.preamble or "")}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "openset.json").write_text(json.dumps(result, indent=1) + "\n")
+    tables = [
+        openset.table(result, how, n, criterion)
+        for criterion in ("calibrated", "similarity")
+        for n in args.shots
+        for how in ("shipped", "fitted")
+    ]
+    (args.out / "openset.md").write_text("\n\n".join(tables) + "\n")
+    print("\n\n".join(tables))
+    print("thresholds chosen on val:", json.dumps(result["thresholds"]))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -189,6 +242,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-limit", type=int, help="score a seeded sample of this many test rows per set")
     _add_train_flags(p)
     p.set_defaults(run=cmd_loto)
+    p = sub.add_parser("openset", help="open-world table: fallback, agent preambles, fitted thresholds")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--sets", nargs="*", help="held-out sets (default: every shared set but banking77)")
+    p.add_argument("--context", choices=("latest_turn", "conversation"), help="default: the checkpoint's")
+    p.add_argument("--preamble", type=Path, help="a system prompt put in front of every conversation")
+    p.add_argument("--shots", type=int, nargs="+", default=[0, 5])
+    p.add_argument("--limit", type=int, default=1000, help="test rows per set (val: half)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=cmd_openset)
     return root
 
 

@@ -8,6 +8,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from models import ChatMessage, TaskClassifier, build_prompt, pad_batch
+from models.prompt import LATEST_TURN
 
 
 def collate(
@@ -18,9 +19,12 @@ def collate(
 
 
 def token_rows(
-    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[ChatMessage]], max_len: int
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Sequence[ChatMessage]],
+    max_len: int,
+    context: str = LATEST_TURN,
 ) -> list[list[int]]:
-    return [build_prompt(tokenizer, c, max_len).input_ids for c in conversations]
+    return [build_prompt(tokenizer, c, max_len, context).input_ids for c in conversations]
 
 
 @torch.inference_mode()
@@ -32,12 +36,14 @@ def embed(
     side: str = "prompt",
     max_len: int | None = None,
     batch_size: int = 128,
+    context: str | None = None,
 ) -> torch.Tensor:
     """Unit-norm embeddings [N, D] (on the model's device), in input order; sorted by length
-    inside so that batches pad little."""
+    inside so that batches pad little. `context`: how a conversation is read (models/prompt.py);
+    default: the model's."""
     device = next(model.parameters()).device
     max_len = max_len or model.config.max_seq_len
-    rows = token_rows(tokenizer, conversations, max_len)
+    rows = token_rows(tokenizer, conversations, max_len, context or model.config.context)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = torch.empty(len(rows), model.dim, device=device)
     encode = model.encode_prompts if side == "prompt" else model.encode_tasks

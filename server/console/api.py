@@ -85,6 +85,9 @@ class ConsoleApi:
             "task": c.decision.task,
             "matched": c.decision.matched,
             "threshold": c.decision.threshold,
+            "criterion": c.decision.criterion,
+            "criterion_value": c.decision.criterion_value,
+            "threshold_similarity": router.similarity_cut(c.decision),
             "scores": [
                 {"task": s.task, "score": s.score, "similarity": s.similarity} for s in c.decision.scores
             ],
@@ -124,7 +127,7 @@ class ConsoleApi:
         engine, batcher = self.app.engine, self.app.batcher
         conversations = [[ChatMessage("user", t)] for t in texts]
         prompts = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: [engine.prepare(c) for c in conversations]
+            None, lambda: [engine.prepare(c, router.context) for c in conversations]
         )
         # In slices the admission bound can take, so a big file waits its turn instead of being refused.
         step = self.app.cfg.batching.max_batch_requests
@@ -144,10 +147,13 @@ class ConsoleApi:
             routed = catalog.models[first[0] if first else pool[0]].cost_usd(*tokens)
             best = decision.scores[0]
             scored.append(
-                Row(label, decision.task, routed, base.cost_usd(*tokens), best.task, best.similarity)
+                Row(label, decision.task, routed, base.cost_usd(*tokens), best.task, decision.criterion_value)
             )
         tasks = [t.name for t in router.spec.tasks]
-        return {"router": router.spec.name, **score(scored, tasks, baseline, router.threshold)}
+        return {
+            "router": router.spec.name,
+            **score(scored, tasks, baseline, router.threshold, router.no_match.criterion),
+        }
 
     async def analyze(self, window_s: float = 900, router: str | None = None) -> dict[str, Any]:
         if not 0 < window_s <= MAX_WINDOW_S:

@@ -18,24 +18,29 @@ class Row:
     predicted: str
     routed_cost_usd: float  # the policy's first candidate, at the request's estimated tokens
     baseline_cost_usd: float
-    best_task: str = ""  # the most similar task and its similarity, whatever the threshold
-    best_similarity: float = 0.0
+    best_task: str = ""  # the most similar task, whatever the threshold
+    best_value: float = 0.0  # the router's no-match criterion for it (matched: >= threshold)
 
 
-# Thresholds tried for the suggestion: the router's decision is "best similarity >= threshold".
-SWEEP = tuple(round(0.05 * i, 2) for i in range(-4, 20))
+# Thresholds tried for the suggestion, in each criterion's units (models/nomatch.py): cosines, or
+# standard deviations above unrelated traffic.
+SWEEPS = {
+    "similarity": tuple(round(0.05 * i, 2) for i in range(-4, 20)),
+    "calibrated": tuple(round(0.25 * i, 2) for i in range(-4, 41)),
+}
 
 
-def threshold_sweep(rows: Sequence[Row], current: float) -> dict[str, Any]:
+def threshold_sweep(rows: Sequence[Row], current: float, criterion: str = "similarity") -> dict[str, Any]:
     """Accuracy at each threshold (and the router's own): what the operator would get by changing it."""
 
     def accuracy(threshold: float) -> float:
-        hits = sum((r.best_task if r.best_similarity >= threshold else FALLBACK) == r.label for r in rows)
+        hits = sum((r.best_task if r.best_value >= threshold else FALLBACK) == r.label for r in rows)
         return hits / len(rows)
 
-    points = [{"threshold": t, "accuracy": accuracy(t)} for t in sorted({*SWEEP, round(current, 4)})]
+    tried = sorted({*SWEEPS[criterion], round(current, 4)})
+    points = [{"threshold": t, "accuracy": accuracy(t)} for t in tried]
     best = max(points, key=lambda p: (p["accuracy"], -abs(p["threshold"] - current)))
-    return {"current": current, "points": points, "best": best}
+    return {"current": current, "criterion": criterion, "points": points, "best": best}
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -43,7 +48,11 @@ def _ratio(num: int, den: int) -> float | None:
 
 
 def score(
-    rows: Sequence[Row], tasks: Sequence[str], baseline: str, threshold: float | None = None
+    rows: Sequence[Row],
+    tasks: Sequence[str],
+    baseline: str,
+    threshold: float | None = None,
+    criterion: str = "similarity",
 ) -> dict[str, Any]:
     labels = [*tasks, FALLBACK]
     unknown = sorted({r.label for r in rows} - set(labels))
@@ -55,7 +64,7 @@ def score(
     routed = sum(r.routed_cost_usd for r in rows)
     base = sum(r.baseline_cost_usd for r in rows)
     return {
-        "threshold": threshold_sweep(rows, threshold) if threshold is not None and rows else None,
+        "threshold": threshold_sweep(rows, threshold, criterion) if threshold is not None and rows else None,
         "rows": len(rows),
         "accuracy": _ratio(sum(r.label == r.predicted for r in rows), len(rows)),
         "fallback_precision": _ratio(both, predicted_fallback),

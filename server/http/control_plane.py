@@ -36,9 +36,25 @@ def to_api(router: CompiledRouter) -> dict[str, Any]:
         "name": router.spec.name,
         "description": router.spec.description,
         "config": config,
+        "no_match": no_match_api(router),
         "version": router.version,
         "created_at": _iso(router.create_time),
         "updated_at": _iso(router.update_time),
+    }
+
+
+def no_match_api(router: CompiledRouter) -> dict[str, Any]:
+    """Output only: the compiled no-match decision and where its threshold came from."""
+    nm = router.no_match
+    return {
+        "context": nm.context,
+        "criterion": nm.criterion,
+        "threshold": nm.threshold,
+        "threshold_source": nm.threshold_source,
+        "expected_fallback_precision": nm.fit.fallback_precision,
+        "expected_fallback_recall": nm.fit.fallback_recall,
+        "examples": nm.fit.examples,
+        "fallback_examples": nm.fit.fallback_examples,
     }
 
 

@@ -50,7 +50,7 @@ class Timing(_message.Message):
     def __init__(self, tokenize_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("task", "matched", "scores", "threshold", "fallback_score", "truncated", "input_tokens", "latency_ms", "timing", "router", "router_version")
+    __slots__ = ("task", "matched", "scores", "threshold", "fallback_score", "truncated", "input_tokens", "latency_ms", "timing", "router", "router_version", "criterion", "criterion_value")
     TASK_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,8 @@ class ClassifyResponse(_message.Message):
     TIMING_FIELD_NUMBER: _ClassVar[int]
     ROUTER_FIELD_NUMBER: _ClassVar[int]
     ROUTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CRITERION_FIELD_NUMBER: _ClassVar[int]
+    CRITERION_VALUE_FIELD_NUMBER: _ClassVar[int]
     task: str
     matched: bool
     scores: _containers.RepeatedCompositeFieldContainer[TaskScore]
@@ -73,7 +75,9 @@ class ClassifyResponse(_message.Message):
     timing: Timing
     router: str
     router_version: int
-    def __init__(self, task: _Optional[str] = ..., matched: _Optional[bool] = ..., scores: _Optional[_Iterable[_Union[TaskScore, _Mapping]]] = ..., threshold: _Optional[float] = ..., fallback_score: _Optional[float] = ..., truncated: _Optional[bool] = ..., input_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., router: _Optional[str] = ..., router_version: _Optional[int] = ...) -> None: ...
+    criterion: str
+    criterion_value: float
+    def __init__(self, task: _Optional[str] = ..., matched: _Optional[bool] = ..., scores: _Optional[_Iterable[_Union[TaskScore, _Mapping]]] = ..., threshold: _Optional[float] = ..., fallback_score: _Optional[float] = ..., truncated: _Optional[bool] = ..., input_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., router: _Optional[str] = ..., router_version: _Optional[int] = ..., criterion: _Optional[str] = ..., criterion_value: _Optional[float] = ...) -> None: ...
 
 class ClassifyBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -214,28 +218,56 @@ class Policy(_message.Message):
     def __init__(self, custom_task: _Optional[_Union[CustomTask, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., selection_policy: _Optional[_Union[SelectionPolicy, _Mapping]] = ...) -> None: ...
 
 class Router(_message.Message):
-    __slots__ = ("name", "description", "policies", "fallback_models", "threshold", "max_cost_usd", "version", "create_time", "update_time", "uuid")
+    __slots__ = ("name", "description", "policies", "fallback_models", "threshold", "max_cost_usd", "context", "criterion", "fallback_examples", "version", "create_time", "update_time", "uuid", "no_match")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CRITERION_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
+    NO_MATCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     policies: _containers.RepeatedCompositeFieldContainer[Policy]
     fallback_models: _containers.RepeatedScalarFieldContainer[str]
     threshold: float
     max_cost_usd: float
+    context: str
+    criterion: str
+    fallback_examples: _containers.RepeatedScalarFieldContainer[str]
     version: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     uuid: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., fallback_models: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uuid: _Optional[str] = ...) -> None: ...
+    no_match: NoMatch
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., fallback_models: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., context: _Optional[str] = ..., criterion: _Optional[str] = ..., fallback_examples: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uuid: _Optional[str] = ..., no_match: _Optional[_Union[NoMatch, _Mapping]] = ...) -> None: ...
+
+class NoMatch(_message.Message):
+    __slots__ = ("context", "criterion", "threshold", "threshold_source", "expected_fallback_precision", "expected_fallback_recall", "examples", "fallback_examples")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CRITERION_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FALLBACK_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FALLBACK_RECALL_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    context: str
+    criterion: str
+    threshold: float
+    threshold_source: str
+    expected_fallback_precision: float
+    expected_fallback_recall: float
+    examples: int
+    fallback_examples: int
+    def __init__(self, context: _Optional[str] = ..., criterion: _Optional[str] = ..., threshold: _Optional[float] = ..., threshold_source: _Optional[str] = ..., expected_fallback_precision: _Optional[float] = ..., expected_fallback_recall: _Optional[float] = ..., examples: _Optional[int] = ..., fallback_examples: _Optional[int] = ...) -> None: ...
 
 class CreateRouterRequest(_message.Message):
     __slots__ = ("router",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import grpc
 import pytest
@@ -68,7 +69,7 @@ def test_off_topic_prompts_fall_back(answers: list[tuple[str, str, str, pb.Class
     assert len(off_topic) >= 10
     for router, prompt, response in off_topic:
         assert (response.task, response.matched) == ("fallback", False), (router, prompt, response.scores[0])
-        assert response.scores[0].similarity < response.threshold
+        assert response.criterion_value < response.threshold and response.criterion == "calibrated"
         assert response.fallback_score > max(s.score for s in response.scores)
 
 
@@ -82,20 +83,33 @@ def test_response_reports_every_task_sorted_with_consistent_probabilities(
         sims = [s.similarity for s in response.scores]
         assert sims == sorted(sims, reverse=True)
         assert sum(s.score for s in response.scores) + response.fallback_score == pytest.approx(1.0, abs=1e-5)
-        assert response.matched == (response.scores[0].similarity >= response.threshold)
+        assert response.matched == (response.criterion_value >= response.threshold)
         if response.matched:
             assert response.task == response.scores[0].task
         assert response.latency_ms > 0 and response.timing.inference_ms > 0 and response.input_tokens > 2
         assert not response.truncated
 
 
-def test_64_concurrent_requests_are_batched_and_each_gets_its_own_answer(
-    served: ServerThread, answers: list[tuple[str, str, str, pb.ClassifyResponse]]
-) -> None:
+def batch_tolerance(served: ServerThread) -> float:
     # Padding in a batch changes float rounding a little. With int8 MatMuls (the CPU default) a
     # little more: dynamic quantisation scales activations per batch, so batch mates move a score
     # (by 0.041 at most seen here; tests/unit/test_backends.py bounds int8 against torch).
-    tolerance = 0.06 if served.app.engine.backend == "onnx-int8" else 1e-3
+    return 0.06 if served.app.engine.backend == "onnx-int8" else 1e-3
+
+
+def too_close(alone: pb.ClassifyResponse, tolerance: float) -> bool:
+    """Whether batch rounding may change the answer: the two best tasks, or the best task and the
+    threshold, are closer than it (a calibrated value moves by at most the similarity's change over
+    the task's background spread, never under models/nomatch._MIN_STD = 0.02)."""
+    task_margin = alone.scores[0].similarity - alone.scores[1].similarity
+    value_margin = abs(alone.criterion_value - alone.threshold) * 0.02
+    return task_margin <= 2 * tolerance or value_margin <= 2 * tolerance
+
+
+def test_64_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+    served: ServerThread, answers: list[tuple[str, str, str, pb.ClassifyResponse]]
+) -> None:
+    tolerance = batch_tolerance(served)
     chosen = answers[:64]
     assert len(chosen) == 64
     futures = [served.stub.Classify.future(pb.ClassifyRequest(router=r, prompt=p)) for r, _, p, _ in chosen]
@@ -104,9 +118,7 @@ def test_64_concurrent_requests_are_batched_and_each_gets_its_own_answer(
         by_task = {s.task: s.similarity for s in together.scores}
         for score in alone.scores:
             assert by_task[score.task] == pytest.approx(score.similarity, abs=tolerance), prompt
-        # The answer never changes unless the call was closer than the rounding.
-        margin = alone.scores[0].similarity - max(alone.scores[1].similarity, alone.threshold)
-        if abs(margin) > 2 * tolerance:
+        if not too_close(alone, tolerance):
             assert together.task == alone.task, prompt
     sizes = [r.timing.batch_size for r in results]
     assert max(sizes) > 1, sizes
@@ -114,15 +126,20 @@ def test_64_concurrent_requests_are_batched_and_each_gets_its_own_answer(
 
 
 def test_classify_batch_matches_single_calls_in_order(
-    stub: pb_grpc.TaskRouterStub, answers: list[tuple[str, str, str, pb.ClassifyResponse]]
+    served: ServerThread,
+    stub: pb_grpc.TaskRouterStub,
+    answers: list[tuple[str, str, str, pb.ClassifyResponse]],
 ) -> None:
+    tolerance = batch_tolerance(served)
     chosen = answers[::7]
     response = stub.ClassifyBatch(
         pb.ClassifyBatchRequest(requests=[pb.ClassifyRequest(router=r, prompt=p) for r, _, p, _ in chosen])
     )
     assert len(response.results) == len(chosen)
     for (router, _, _, alone), result in zip(chosen, response.results, strict=True):
-        assert (result.router, result.task) == (router, alone.task)
+        assert result.router == router
+        if not too_close(alone, tolerance):
+            assert result.task == alone.task
     assert max(r.timing.batch_size for r in response.results) > 1
 
 
@@ -175,3 +192,53 @@ def test_server_is_still_serving_after_errors(stub: pb_grpc.TaskRouterStub) -> N
     with pytest.raises(grpc.RpcError):
         stub.Classify(pb.ClassifyRequest(router="support"))
     assert stub.Classify(pb.ClassifyRequest(router="support", prompt="refund please")).router == "support"
+
+
+AGENT_PREAMBLE = (Path(__file__).resolve().parents[2] / "training/data/system_prompts/coding_agent_terminal.txt").read_text()
+
+
+def test_a_long_agent_system_prompt_does_not_decide_the_task(
+    stub: pb_grpc.TaskRouterStub,
+    router_prompts: dict[str, dict[str, list[str]]],
+    answers: list[tuple[str, str, str, pb.ClassifyResponse]],
+) -> None:
+    """The coding-agent router called the way a coding agent calls it: a 2,500-word system prompt
+    (rules, tool definitions, environment) on every request. Accuracy stays within 3 points of the
+    bare prompts, and off-topic requests behind the preamble still fall back."""
+    assert len(AGENT_PREAMBLE.split()) >= 600
+    bare = {p: r for router, _, p, r in answers if router == "coding-agent"}
+    hits_bare = hits_agent = total = 0
+    for task, prompts in router_prompts["coding-agent"].items():
+        for prompt in prompts:
+            messages = [pb.Message(role="system", content=AGENT_PREAMBLE), pb.Message(role="user", content=prompt)]
+            response = stub.Classify(pb.ClassifyRequest(router="coding-agent", messages=messages))
+            if task == "fallback":
+                assert (response.task, response.matched) == ("fallback", False), prompt
+                continue
+            total += 1
+            hits_agent += response.task == task
+            hits_bare += bare[prompt].task == task
+    assert total >= 40 and hits_agent >= hits_bare - 0.03 * total, (hits_agent, hits_bare, total)
+
+
+def test_a_router_may_read_the_whole_conversation(stub: pb_grpc.TaskRouterStub) -> None:
+    """context: conversation puts the system prompt in the encoder input (input_tokens counts it);
+    the default leaves it out."""
+    definition = stub.GetRouter(pb.GetRouterRequest(name="coding-agent"))
+    whole = pb.Router()
+    whole.CopyFrom(definition)
+    for field in ("version", "create_time", "update_time", "uuid", "no_match"):
+        whole.ClearField(field)
+    whole.name, whole.context = "coding-agent-whole", "conversation"
+    created = stub.CreateRouter(pb.CreateRouterRequest(router=whole))
+    try:
+        assert created.no_match.context == "conversation" and definition.no_match.context == "latest_turn"
+        messages = [
+            pb.Message(role="system", content="You are a coding agent in the acme/shop repository."),
+            pb.Message(role="user", content="Why does this raise KeyError: price?"),
+        ]
+        latest = stub.Classify(pb.ClassifyRequest(router="coding-agent", messages=messages))
+        full = stub.Classify(pb.ClassifyRequest(router="coding-agent-whole", messages=messages))
+        assert full.input_tokens > latest.input_tokens + 8
+    finally:
+        stub.DeleteRouter(pb.DeleteRouterRequest(name="coding-agent-whole"))

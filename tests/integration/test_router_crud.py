@@ -46,7 +46,7 @@ def test_router_lifecycle(stub: pb_grpc.TaskRouterStub) -> None:
     try:
         assert created.version == 1 and created.create_time.seconds > 0 and len(created.uuid) == 36
         as_dict = json_format.MessageToDict(created, preserving_proto_field_name=True)
-        for key in ("version", "create_time", "update_time", "uuid"):
+        for key in ("version", "create_time", "update_time", "uuid", "no_match"):
             as_dict.pop(key)
         assert as_dict == DEFINITION
         assert stub.GetRouter(pb.GetRouterRequest(name="helpdesk-test")) == created
@@ -139,3 +139,86 @@ def test_create_while_classifying_disturbs_nobody(stub: pb_grpc.TaskRouterStub) 
         assert {f.result(timeout=60).task for f in futures} == {"customer-qa"}
     finally:
         stub.DeleteRouter(pb.DeleteRouterRequest(name="concurrent-test"))
+
+
+def test_threshold_source_is_fitted_explicit_or_the_checkpoint_default(stub: pb_grpc.TaskRouterStub) -> None:
+    """With fallback examples the threshold is fitted by cross-validation at load and comes back
+    with the precision and recall it expects; an explicit threshold wins; without examples of
+    either kind the checkpoint's default applies. A fitted router then sends its kind of
+    off-topic prompt to fallback and keeps its tasks."""
+    printer = DEFINITION["policies"][1]
+    fitted_definition = {
+        **DEFINITION,
+        "name": "helpdesk-fitted",
+        "policies": [
+            DEFINITION["policies"][0],
+            {**printer, "custom_task": {**printer["custom_task"], "examples": [
+                "The printer on floor 3 keeps jamming",
+                "Printing gives blank pages since this morning",
+                "The office printer shows as offline",
+            ]}},
+        ],
+        "fallback_examples": [
+            "What time does the cafeteria open?",
+            "Can I bring my dog to the office on Fridays?",
+            "Book a meeting room for the quarterly review",
+            "How many vacation days do I have left?",
+            "Recommend a good restaurant near the office",
+        ],
+    }
+    created = {
+        name: stub.CreateRouter(pb.CreateRouterRequest(router=router(d)))
+        for name, d in (
+            ("fitted", fitted_definition),
+            ("explicit", {**fitted_definition, "name": "helpdesk-explicit", "criterion": "calibrated", "threshold": 4.5}),
+            ("examples", {**DEFINITION, "name": "helpdesk-examples"}),
+            ("plain", {**DEFINITION, "name": "helpdesk-plain", "policies": [
+                {**p, "custom_task": {k: v for k, v in p["custom_task"].items() if k != "examples"}}
+                for p in DEFINITION["policies"]
+            ]}),
+        )
+    }
+    try:
+        fitted = created["fitted"].no_match
+        assert (fitted.threshold_source, fitted.criterion, fitted.context) == ("fitted", "calibrated", "latest_turn")
+        assert (fitted.examples, fitted.fallback_examples) == (5, 5)
+        assert fitted.HasField("expected_fallback_recall") and 0 <= fitted.expected_fallback_recall <= 1
+        assert fitted.HasField("expected_fallback_precision")
+        explicit = created["explicit"].no_match
+        assert (explicit.threshold_source, explicit.threshold) == ("router", 4.5)
+        plain = created["plain"].no_match
+        assert plain.threshold_source == "checkpoint" and not plain.HasField("expected_fallback_recall")
+        # Examples alone can only lower the default (so that they stay matched), never raise it.
+        examples = created["examples"].no_match
+        assert examples.threshold_source == "fitted" and examples.threshold <= plain.threshold
+        assert (examples.examples, examples.fallback_examples) == (2, 0)
+        assert stub.GetRouter(pb.GetRouterRequest(name="helpdesk-fitted")).no_match == fitted
+
+        off = stub.Classify(pb.ClassifyRequest(router="helpdesk-fitted", prompt="Is the parking garage open on Sunday?"))
+        assert off.task == "fallback" and off.criterion_value < off.threshold == pytest.approx(fitted.threshold)
+        on = stub.Classify(pb.ClassifyRequest(router="helpdesk-fitted", prompt="the printer is out of toner and jams"))
+        assert on.task == "printer" and on.criterion_value >= on.threshold
+    finally:
+        for c in created.values():
+            stub.DeleteRouter(pb.DeleteRouterRequest(name=c.name))
+
+
+def test_a_threshold_without_a_criterion_keeps_its_old_meaning(stub: pb_grpc.TaskRouterStub) -> None:
+    """Definitions written before criteria existed set `threshold` in similarity units; they keep
+    it. Out-of-range values name the units they are read in."""
+    created = stub.CreateRouter(pb.CreateRouterRequest(router=router({**DEFINITION, "name": "helpdesk-old", "threshold": 0.3})))
+    try:
+        assert (created.no_match.criterion, created.no_match.threshold) == ("similarity", pytest.approx(0.3))
+        answer = stub.Classify(pb.ClassifyRequest(router="helpdesk-old", prompt="my vpn keeps disconnecting"))
+        assert answer.criterion == "similarity" and answer.criterion_value == pytest.approx(answer.scores[0].similarity)
+    finally:
+        stub.DeleteRouter(pb.DeleteRouterRequest(name="helpdesk-old"))
+    for bad, words in (
+        ({"threshold": 3.0}, "[-1, 1] (similarity units"),
+        ({"criterion": "calibrated", "threshold": 80}, "[-10, 50] (criterion 'calibrated')"),
+        ({"criterion": "margin"}, "allowed: calibrated, similarity"),
+        ({"context": "everything"}, "allowed: latest_turn, conversation"),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.CreateRouter(pb.CreateRouterRequest(router=router({**DEFINITION, "name": "helpdesk-bad", **bad})))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in info.value.details()

@@ -78,6 +78,8 @@ export function drawThreshold(result) {
       location.hash = "routers";
       openForm(router);
       $("#router-form").elements.threshold.value = String(best.threshold);
+      // A threshold is read in its criterion's units: keep the one the sweep was made in.
+      $("#router-form").elements.criterion.value = sweep.criterion;
     };
   }
 }

@@ -11,6 +11,7 @@ export function renderRouterList() {
         el("td", {}, r.name),
         el("td", {}, r.config.policies.map((p) => p.custom_task.name).join(", ")),
         el("td", {}, r.config.fallback_models.join(", ")),
+        el("td", { class: "no-match" }, noMatchText(r.no_match)),
         el("td", {}, String(r.version)),
         el("td", {}, new Date(r.updated_at).toLocaleString()),
         el("td", {},
@@ -19,6 +20,14 @@ export function renderRouterList() {
       ),
     ),
   );
+}
+
+/** "calibrated >= 3.00 (fitted; expected fallback P 0.95 / R 0.90), latest_turn" */
+export function noMatchText(nm) {
+  if (!nm) return "";
+  const pr = nm.expected_fallback_precision === null || nm.expected_fallback_precision === undefined
+    ? "" : `; expected fallback P ${nm.expected_fallback_precision.toFixed(2)} / R ${nm.expected_fallback_recall.toFixed(2)}`;
+  return `${nm.criterion} >= ${nm.threshold.toFixed(2)} (${nm.threshold_source}${pr}), ${nm.context}`;
 }
 
 export function addModelSelects(container, models) {
@@ -66,6 +75,10 @@ export function openForm(router) {
   form.elements.description.value = router ? router.description || "" : "";
   form.elements.threshold.value = router && router.config.threshold !== undefined ? router.config.threshold : "";
   form.elements.max_cost_usd.value = router && router.config.max_cost_usd !== undefined ? router.config.max_cost_usd : "";
+  form.elements.context.value = (router && router.config.context) || "";
+  form.elements.criterion.value = (router && router.config.criterion) || "";
+  form.elements.fallback_examples.value = ((router && router.config.fallback_examples) || []).join("\n");
+  $("#form-no-match").textContent = router ? `Now: ${noMatchText(router.no_match)}` : "";
   $("#tasks").replaceChildren();
   (router ? router.config.policies : [undefined]).forEach((p) => addTask(p));
   addModelSelects($(".fallback .models"), router ? router.config.fallback_models : []);
@@ -102,6 +115,11 @@ export function collectForm() {
     }),
     fallback_models: models($(".fallback .models")),
   };
+  for (const key of ["context", "criterion"]) {
+    if (form.elements[key].value) definition[key] = form.elements[key].value;
+  }
+  const fallbackExamples = form.elements.fallback_examples.value.split("\n").map((s) => s.trim()).filter(Boolean);
+  if (fallbackExamples.length) definition.fallback_examples = fallbackExamples;
   for (const key of ["threshold", "max_cost_usd"]) {
     const value = number(form.elements[key].value);
     if (value !== undefined) definition[key] = value;

@@ -1,0 +1,107 @@
+"""The no-match criteria and per-router threshold fitting, on hand-made unit vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.nomatch import (
+    CALIBRATED,
+    SIMILARITY,
+    background_prompts,
+    calibrate,
+    criterion_value,
+    decide_batch,
+    fit_threshold,
+)
+
+DIM = 16
+
+
+def unit(rng: np.random.Generator, n: int, around: np.ndarray | None = None, spread: float = 1.0) -> np.ndarray:
+    x = rng.normal(size=(n, DIM)) * spread
+    if around is not None:
+        x = x + around
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_calibrated_value_is_a_z_score_against_the_background() -> None:
+    rng = np.random.default_rng(0)
+    protos = unit(rng, 3)
+    background = unit(rng, 400)
+    cal = calibrate(protos, background)
+    sims = np.array([[0.9, 0.1, 0.0], [0.0, 0.2, 0.5]], dtype=np.float32)
+    index, value = decide_batch(sims, CALIBRATED, cal)
+    assert list(index) == [0, 2]
+    assert value[0] == pytest.approx((0.9 - cal.mean[0]) / cal.std[0])
+    assert list(criterion_value(sims, index, SIMILARITY, cal)) == pytest.approx([0.9, 0.5])
+    with pytest.raises(ValueError, match="calibrated, similarity"):
+        criterion_value(sims, index, "margin", cal)
+
+
+def test_calibration_makes_a_broad_task_need_more_similarity() -> None:
+    """A task close to everything (a broad description) gets a high background mean: the same raw
+    similarity is worth less on it than on a narrow task."""
+    rng = np.random.default_rng(1)
+    background = unit(rng, 400, around=np.ones(DIM) * 0.3)
+    broad = np.ones((1, DIM), np.float32) / np.sqrt(DIM)
+    narrow = unit(rng, 1)
+    cal = calibrate(np.concatenate([broad, narrow]), background)
+    assert cal.mean[0] > cal.mean[1]
+    same = np.array([[0.6, 0.0], [0.0, 0.6]], dtype=np.float32)
+    _, value = decide_batch(same, CALIBRATED, cal)
+    assert value[0] < value[1]
+
+
+def _router(rng: np.random.Generator, tasks: int = 3, per_task: int = 8):
+    centres = unit(rng, tasks) * 3
+    examples = [unit(rng, per_task, around=c, spread=0.4) for c in centres]
+    descriptions = unit(rng, tasks, around=centres, spread=0.3)
+    background = unit(rng, 300)
+    return descriptions, examples, background
+
+
+@pytest.mark.parametrize("criterion", [CALIBRATED, SIMILARITY])
+def test_fit_with_both_kinds_separates_them_and_reports_what_it_expects(criterion: str) -> None:
+    rng = np.random.default_rng(2)
+    descriptions, examples, background = _router(rng)
+    fallback = unit(rng, 12)  # unrelated prompts
+    fit = fit_threshold(descriptions, examples, fallback, background, criterion, 0.0, 0.25)
+    assert (fit.examples, fit.fallback_examples) == (24, 12)
+    assert fit.fallback_recall == 1.0 and fit.fallback_precision == 1.0
+    # An explicit default plays no part when both kinds are there.
+    again = fit_threshold(descriptions, examples, fallback, background, criterion, 0.9, 0.25)
+    assert again.threshold == fit.threshold
+
+
+def test_fit_with_examples_only_never_raises_the_default() -> None:
+    rng = np.random.default_rng(3)
+    descriptions, examples, background = _router(rng)
+    fit = fit_threshold(descriptions, examples, np.zeros((0, DIM), np.float32), background, CALIBRATED, 3.0, 0.25)
+    assert fit.threshold <= 3.0 and fit.fallback_precision is None and fit.fallback_recall is None
+
+
+def test_fit_with_fallback_examples_only_catches_most_of_them_and_never_lowers_the_default() -> None:
+    rng = np.random.default_rng(4)
+    descriptions, _, background = _router(rng)
+    fallback = unit(rng, 20)
+    empty = [np.zeros((0, DIM), np.float32)] * 3
+    fit = fit_threshold(descriptions, empty, fallback, background, SIMILARITY, -1.0, 0.25)
+    sims = (fallback @ descriptions.T).max(axis=1)
+    assert (sims < fit.threshold).mean() == pytest.approx(0.7, abs=0.051) and fit.fallback_recall >= 0.65
+    high = fit_threshold(descriptions, empty, fallback, background, SIMILARITY, 0.9, 0.25)
+    assert high.threshold == 0.9 and high.fallback_recall == 1.0
+
+
+def test_nothing_to_fit_keeps_the_default() -> None:
+    rng = np.random.default_rng(5)
+    descriptions, _, background = _router(rng)
+    empty = [np.zeros((0, DIM), np.float32)] * 3
+    fit = fit_threshold(descriptions, empty, np.zeros((0, DIM), np.float32), background, CALIBRATED, 2.5, 0.25)
+    assert fit.threshold == 2.5 and fit.examples == 0
+
+
+def test_the_background_corpus_is_broad_and_clean() -> None:
+    prompts = background_prompts()
+    assert len(prompts) >= 400 and len(set(prompts)) == len(prompts)
+    assert all(p.strip() == p and p for p in prompts)

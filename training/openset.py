@@ -1,0 +1,283 @@
+"""Open-world evaluation: how routing decisions hold on traffic a router will really see.
+
+For each held-out set it scores, at once: in-scope accuracy, accuracy with fallback as a class
+(in-scope rows must get their task, fallback rows must fall back), fallback precision, recall and
+AUROC, for each no-match criterion (models/nomatch.py) at the checkpoint's shipped threshold and at
+a per-router threshold fitted from the router's own examples and fallback examples, with the
+descriptions alone and with `shots` examples per task. The traffic: the set's own fallback rows
+(banking77_oos) or out-of-domain prompts of unrelated families mixed in (training/families.py),
+optionally behind an agent's long system prompt.
+
+    python -m training.cli openset --checkpoint models/checkpoints/default --sets hwu64 sgd_travel
+
+Embeddings of each distinct conversation are computed once per run and reused across criteria,
+shots and thresholds, so a table over 25 sets costs one pass over their prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from transformers import PreTrainedTokenizerBase
+
+from models import ChatMessage, TaskClassifier
+from models.nomatch import CRITERIA, Calibration, Fit, calibrate, decide_batch, fit_threshold
+from training.data import FALLBACK, Taxonomy, ensure_val_split, load_taxonomies
+from training.encode import as_user, embed
+from training.families import OOD_DONORS, family_of, with_ood_fallback, with_preamble
+
+
+class Embedder:
+    """Unit-norm embeddings of conversations, each distinct one computed once."""
+
+    def __init__(self, model: TaskClassifier, tokenizer: PreTrainedTokenizerBase, context: str) -> None:
+        self.model, self.tokenizer, self.context = model, tokenizer, context
+        self._cache: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def _key(conversation: Sequence[ChatMessage]) -> str:
+        return json.dumps([(m.role, m.content) for m in conversation])
+
+    def __call__(self, conversations: Sequence[Sequence[ChatMessage]], side: str = "prompt") -> np.ndarray:
+        keys = [side + self._key(c) for c in conversations]
+        missing = {k: c for k, c in zip(keys, conversations, strict=True) if k not in self._cache}
+        if missing:
+            vectors = embed(self.model, self.tokenizer, list(missing.values()), side=side, context=self.context)
+            for key, vector in zip(missing, vectors.float().cpu().numpy(), strict=True):
+                self._cache[key] = vector
+        if not keys:
+            return np.zeros((0, self.model.dim), dtype=np.float32)
+        return np.stack([self._cache[k] for k in keys])
+
+    def texts(self, texts: Sequence[str], side: str = "task") -> np.ndarray:
+        return self(as_user(texts), side=side)
+
+
+@dataclass
+class RouterView:
+    """One taxonomy as a router sees it: prototypes, per-example embeddings, background calibration."""
+
+    tasks: list[str]
+    prototypes: np.ndarray  # [T, D]
+    calibration: Calibration
+    examples: list[np.ndarray]  # per task [n_t, D] (may be empty)
+    descriptions: np.ndarray  # [T, D]
+
+
+def router_view(
+    embedder: Embedder,
+    taxonomy: Taxonomy,
+    background: np.ndarray,
+    shots: int,
+    seed: int = 0,
+) -> RouterView:
+    """Prototypes as the server builds them, with `shots` train prompts per task standing in for
+    the examples an operator would write."""
+    descriptions = embedder.texts([t.description for t in taxonomy.tasks])
+    rng = random.Random(seed)
+    pool: dict[str, list[str]] = {}
+    for row in taxonomy.rows("train", with_fallback=False):
+        pool.setdefault(row.label, []).append(row.text)
+    examples = []
+    for task in taxonomy.tasks:
+        chosen = list(task.examples)
+        if shots:
+            candidates = pool.get(task.name, [])
+            chosen += rng.sample(candidates, min(shots, len(candidates)))
+        examples.append(embedder.texts(chosen) if chosen else np.zeros((0, descriptions.shape[1]), np.float32))
+    prototypes = _prototypes(embedder.model, descriptions, examples)
+    return RouterView(
+        taxonomy.task_names, prototypes, calibrate(prototypes, background), examples, descriptions
+    )
+
+
+def _prototypes(model: TaskClassifier, descriptions: np.ndarray, examples: list[np.ndarray]) -> np.ndarray:
+    rows = [torch.from_numpy(e) if len(e) else None for e in examples]
+    return model.task_prototypes(torch.from_numpy(descriptions), rows).numpy()
+
+
+def open_metrics(
+    sims: np.ndarray, labels: Sequence[str], tasks: Sequence[str], criterion: str, cal: Calibration, threshold: float
+) -> dict[str, float]:
+    """Accuracy with fallback as a class, in-scope accuracy (closed and with fallback), fallback
+    precision/recall/AUROC for one criterion at one threshold."""
+    index, value = decide_batch(sims, criterion, cal)
+    truth = np.array(labels)
+    is_fb = truth == FALLBACK
+    predicted = np.where(value >= threshold, np.array(tasks)[index], FALLBACK)
+    closed = np.array(tasks)[sims.argmax(axis=1)]
+    out: dict[str, float] = {
+        "accuracy": float((predicted == truth).mean()),
+        "closed_accuracy": float((closed[~is_fb] == truth[~is_fb]).mean()) if (~is_fb).any() else float("nan"),
+        "in_scope_accuracy": float((predicted[~is_fb] == truth[~is_fb]).mean()) if (~is_fb).any() else float("nan"),
+    }
+    if is_fb.any():
+        said = predicted == FALLBACK
+        out["fallback_recall"] = float(said[is_fb].mean())
+        out["fallback_precision"] = float(is_fb[said].mean()) if said.any() else 0.0
+        out["fallback_auroc"] = float(roc_auc_score(is_fb, -value)) if (~is_fb).any() else float("nan")
+    return out
+
+
+@dataclass
+class SetScores:
+    """Everything needed to score one set at any threshold: similarities of its test rows."""
+
+    name: str
+    view: RouterView
+    sims: np.ndarray
+    labels: list[str]
+
+
+def score_set(
+    embedder: Embedder, taxonomy: Taxonomy, background: np.ndarray, split: str, shots: int, limit: int | None, seed: int = 0
+) -> SetScores:
+    rows = taxonomy.rows(split)
+    if limit is not None and len(rows) > limit:
+        rows = random.Random(seed).sample(rows, limit)
+    view = router_view(embedder, taxonomy, background, shots, seed)
+    prompts = embedder([r.messages for r in rows])
+    return SetScores(taxonomy.name, view, prompts @ view.prototypes.T, [r.label for r in rows])
+
+
+def open_taxonomy(name: str, split_share: float = 0.5, seed: int = 0) -> tuple[Taxonomy, bool]:
+    """(the set with out-of-domain fallback rows in val and test, whether it had its own fallback rows)."""
+    target = ensure_val_split(load_taxonomies([name])[0])
+    if any(e.label == FALLBACK for e in target.examples):
+        return target, True
+    donors = [ensure_val_split(d) for d in load_taxonomies(OOD_DONORS[family_of(name)])]
+    mixed = target
+    for split in ("val", "test"):
+        part = with_ood_fallback(target, donors, split, split_share, seed)
+        mixed = Taxonomy(
+            target.name, target.tasks, [e for e in mixed.examples if e.split != split] + part.rows(split)
+        )
+    return mixed, False
+
+
+def fitted_threshold(
+    embedder: Embedder,
+    taxonomy: Taxonomy,
+    view: RouterView,
+    background: np.ndarray,
+    criterion: str,
+    default: float,
+    fallback_examples: int = 20,
+    seed: int = 0,
+) -> Fit:
+    """What the server fits for a router carrying the view's examples plus `fallback_examples`
+    fallback prompts, drawn (seeded) from the set's val fallback rows."""
+    rng = random.Random(seed)
+    pool = [e.text for e in taxonomy.rows("val") if e.label == FALLBACK]
+    chosen = rng.sample(pool, min(fallback_examples, len(pool)))
+    negatives = embedder.texts(chosen, side="prompt") if chosen else np.zeros((0, view.prototypes.shape[1]), np.float32)
+    return fit_threshold(
+        view.descriptions, view.examples, negatives, background, criterion, default,
+        embedder.model.config.description_weight,
+    )
+
+
+def pick_shared_threshold(val: Iterable[SetScores], criterion: str) -> float:
+    """The threshold that maximises mean accuracy-with-fallback over the given sets' val rows."""
+    val = list(val)
+    values = [decide_batch(s.sims, criterion, s.view.calibration)[1] for s in val]
+    grid = np.quantile(np.concatenate(values), np.linspace(0.005, 0.995, 199))
+    best, best_acc = float(grid[0]), -1.0
+    for t in grid:
+        acc = np.mean([open_metrics(s.sims, s.labels, s.view.tasks, criterion, s.view.calibration, t)["accuracy"] for s in val])
+        if acc > best_acc:
+            best, best_acc = float(t), float(acc)
+    return best
+
+
+def run(
+    model: TaskClassifier,
+    tokenizer: PreTrainedTokenizerBase,
+    background_texts: Sequence[str],
+    sets: Sequence[str],
+    context: str | None = None,
+    shots: Sequence[int] = (0, 5),
+    limit: int | None = 1000,
+    preamble: str | None = None,
+    criteria: Sequence[str] = CRITERIA,
+) -> dict[str, Any]:
+    """The whole protocol on `sets` (each scored as a router of its own tasks, test split):
+
+    - `shipped`: each criterion at the checkpoint's default threshold;
+    - `selected`: at the one threshold per criterion that maximises mean accuracy-with-fallback
+      over the sets' *val* rows (how a shipped default is chosen: on held-out sets, never on the
+      training sets' validation);
+    - `fitted`: at each router's own threshold, fitted from its examples (the `shots`) and 20
+      fallback examples drawn from val (models/nomatch.fit_threshold), shipped default otherwise.
+    """
+    config = model.config
+    embedder = Embedder(model, tokenizer, context or config.context)
+    background = embedder.texts(background_texts, side="prompt")
+    val: dict[tuple[str, int], SetScores] = {}
+    test: dict[tuple[str, int], SetScores] = {}
+    taxonomies: dict[str, Taxonomy] = {}
+    for name in sets:
+        taxonomy, _ = open_taxonomy(name)
+        if preamble is not None:
+            taxonomy = with_preamble(taxonomy, preamble)
+        taxonomies[name] = taxonomy
+        for n in shots:
+            val[name, n] = score_set(embedder, taxonomy, background, "val", n, limit // 2 if limit else None)
+            test[name, n] = score_set(embedder, taxonomy, background, "test", n, limit)
+    out: dict[str, Any] = {"context": embedder.context, "sets": list(sets), "rows": {}, "thresholds": {}}
+    for criterion in criteria:
+        for n in shots:
+            selected = pick_shared_threshold([val[name, n] for name in sets], criterion)
+            out["thresholds"][f"{criterion}|{n}"] = selected
+            for name in sets:
+                scored = test[name, n]
+                fit = fitted_threshold(
+                    embedder, taxonomies[name], scored.view, background, criterion,
+                    config.default_threshold(criterion),
+                )
+                row = {}
+                for how, t in (
+                    ("shipped", config.default_threshold(criterion)),
+                    ("selected", selected),
+                    ("fitted", fit.threshold),
+                ):
+                    metrics = open_metrics(
+                        scored.sims, scored.labels, scored.view.tasks, criterion, scored.view.calibration, t
+                    )
+                    row[how] = metrics | {"threshold": t}
+                row["fitted"]["expected_precision"] = fit.fallback_precision
+                row["fitted"]["expected_recall"] = fit.fallback_recall
+                out["rows"][f"{name}|{n}|{criterion}"] = row
+    return out
+
+
+def table(result: dict[str, Any], how: str, shots: int, criterion: str) -> str:
+    """A markdown table: one line per set, the user-facing numbers at one kind of threshold."""
+    lines = [
+        f"{criterion}, {how} threshold, {shots} examples per task",
+        "| set | closed-set acc. | in-scope acc. | acc. with fallback | fallback P / R | AUROC | threshold |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    picked = [(k.split("|")[0], v[how]) for k, v in result["rows"].items() if k.endswith(f"|{shots}|{criterion}")]
+    for name, m in picked:
+        lines.append(
+            f"| {name} | {m['closed_accuracy']:.3f} | {m['in_scope_accuracy']:.3f} | {m['accuracy']:.3f} | "
+            f"{m.get('fallback_precision', float('nan')):.2f} / {m.get('fallback_recall', float('nan')):.2f} | "
+            f"{m.get('fallback_auroc', float('nan')):.3f} | {m['threshold']:.3f} |"
+        )
+    if picked:
+        keys = ("closed_accuracy", "in_scope_accuracy", "accuracy", "fallback_recall", "fallback_auroc")
+        mean = {k: np.nanmean([m.get(k, np.nan) for _, m in picked]) for k in keys}
+        lines.append(
+            f"| **mean** | {mean['closed_accuracy']:.3f} | {mean['in_scope_accuracy']:.3f} | "
+            f"{mean['accuracy']:.3f} | - / {mean['fallback_recall']:.2f} | {mean['fallback_auroc']:.3f} | |"
+        )
+    return "\n".join(lines)
