@@ -67,7 +67,9 @@ def calibrate(prototypes: np.ndarray, background: np.ndarray) -> Calibration:
     return Calibration(sims.mean(axis=0), np.maximum(sims.std(axis=0), _MIN_STD))
 
 
-def criterion_value(similarities: np.ndarray, index: np.ndarray, criterion: str, cal: Calibration) -> np.ndarray:
+def criterion_value(
+    similarities: np.ndarray, index: np.ndarray, criterion: str, cal: Calibration
+) -> np.ndarray:
     """The criterion's value [N] for the task `index` [N] chosen in each row of similarities [N, T]."""
     best = np.take_along_axis(similarities, index[:, None], axis=1)[:, 0]
     if criterion == SIMILARITY:
@@ -94,7 +96,9 @@ class Fit:
     fallback_examples: int
 
 
-def mix_prototypes(descriptions: torch.Tensor, examples: Sequence[torch.Tensor | None], weight: float) -> torch.Tensor:
+def mix_prototypes(
+    descriptions: torch.Tensor, examples: Sequence[torch.Tensor | None], weight: float
+) -> torch.Tensor:
     """One unit-norm vector per task: the description, mixed with the mean of its examples when it
     has some (`weight` on the description)."""
     rows = []

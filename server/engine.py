@@ -210,7 +210,10 @@ class Engine:
         calibration = calibrate(prototypes.float().cpu().numpy(), background)
         fit = fit_threshold(
             descriptions.float().cpu().numpy(),
-            [e.float().cpu().numpy() if e is not None else np.zeros((0, self.model.dim), np.float32) for e in examples],
+            [
+                e.float().cpu().numpy() if e is not None else np.zeros((0, self.model.dim), np.float32)
+                for e in examples
+            ],
             self._encode_prompts(fallback_examples),
             background,
             criterion,

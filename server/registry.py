@@ -86,7 +86,9 @@ class CompiledRouter:
     def decide(self, similarities: np.ndarray) -> Decision:
         nm = self.no_match
         best_index = int(np.argmax(similarities))
-        value = float(criterion_value(similarities[None], np.array([best_index]), nm.criterion, nm.calibration)[0])
+        value = float(
+            criterion_value(similarities[None], np.array([best_index]), nm.criterion, nm.calibration)[0]
+        )
         # The best task's cut as the softmax's "no task" candidate: fallback is then the most
         # probable exactly when the prompt falls back.
         cut = self._cut(best_index)

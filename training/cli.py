@@ -162,7 +162,9 @@ def _decisions(
         default = model.config.default_threshold(criterion)
         fit = fitted_threshold(embedder, taxonomy, scored.view, background, criterion, default)
         for how, t in (("default", default), ("fitted", fit.threshold)):
-            m = open_metrics(scored.sims, scored.labels, scored.view.tasks, criterion, scored.view.calibration, t)
+            m = open_metrics(
+                scored.sims, scored.labels, scored.view.tasks, criterion, scored.view.calibration, t
+            )
             out[f"{criterion}@{how}"] = {"threshold": round(t, 4), **{k: round(v, 4) for k, v in m.items()}}
     return out
 

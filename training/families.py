@@ -43,8 +43,22 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 # the support sets (finance and insurance chats); LLM task-type targets take only assistant
 # commands, since every question, ticket or code prompt is some LLM task.
 OOD_DONORS: dict[str, tuple[str, ...]] = {
-    "banking": ("hwu64", "snips", "sgd_travel", "sgd_leisure", "mmlu", "trec_qc_coarse", "gorilla_hf_ml_tasks"),
-    "assistant": ("mmlu", "stackoverflow_tags", "gorilla_hf_ml_tasks", "p3_task_types", "hellobench_writing_tasks"),
+    "banking": (
+        "hwu64",
+        "snips",
+        "sgd_travel",
+        "sgd_leisure",
+        "mmlu",
+        "trec_qc_coarse",
+        "gorilla_hf_ml_tasks",
+    ),
+    "assistant": (
+        "mmlu",
+        "stackoverflow_tags",
+        "gorilla_hf_ml_tasks",
+        "p3_task_types",
+        "hellobench_writing_tasks",
+    ),
     "support": ("mmlu", "trec_qc_coarse", "gorilla_hf_ml_tasks", "hellobench_writing_tasks", "p3_task_types"),
     "llm_tasks": ("snips", "sgd_travel", "sgd_leisure", "sgd_personal"),
     "knowledge": ("banking77", "snips", "sgd_travel", "multidogo", "bitext_customer_support"),

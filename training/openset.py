@@ -20,7 +20,6 @@ import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,7 +49,9 @@ class Embedder:
         keys = [side + self._key(c) for c in conversations]
         missing = {k: c for k, c in zip(keys, conversations, strict=True) if k not in self._cache}
         if missing:
-            vectors = embed(self.model, self.tokenizer, list(missing.values()), side=side, context=self.context)
+            vectors = embed(
+                self.model, self.tokenizer, list(missing.values()), side=side, context=self.context
+            )
             for key, vector in zip(missing, vectors.float().cpu().numpy(), strict=True):
                 self._cache[key] = vector
         if not keys:
@@ -92,7 +93,9 @@ def router_view(
         if shots:
             candidates = pool.get(task.name, [])
             chosen += rng.sample(candidates, min(shots, len(candidates)))
-        examples.append(embedder.texts(chosen) if chosen else np.zeros((0, descriptions.shape[1]), np.float32))
+        examples.append(
+            embedder.texts(chosen) if chosen else np.zeros((0, descriptions.shape[1]), np.float32)
+        )
     prototypes = _prototypes(embedder.model, descriptions, examples)
     return RouterView(
         taxonomy.task_names, prototypes, calibrate(prototypes, background), examples, descriptions
@@ -105,7 +108,12 @@ def _prototypes(model: TaskClassifier, descriptions: np.ndarray, examples: list[
 
 
 def open_metrics(
-    sims: np.ndarray, labels: Sequence[str], tasks: Sequence[str], criterion: str, cal: Calibration, threshold: float
+    sims: np.ndarray,
+    labels: Sequence[str],
+    tasks: Sequence[str],
+    criterion: str,
+    cal: Calibration,
+    threshold: float,
 ) -> dict[str, float]:
     """Accuracy with fallback as a class, in-scope accuracy (closed and with fallback), fallback
     precision/recall/AUROC for one criterion at one threshold."""
@@ -116,8 +124,12 @@ def open_metrics(
     closed = np.array(tasks)[sims.argmax(axis=1)]
     out: dict[str, float] = {
         "accuracy": float((predicted == truth).mean()),
-        "closed_accuracy": float((closed[~is_fb] == truth[~is_fb]).mean()) if (~is_fb).any() else float("nan"),
-        "in_scope_accuracy": float((predicted[~is_fb] == truth[~is_fb]).mean()) if (~is_fb).any() else float("nan"),
+        "closed_accuracy": float((closed[~is_fb] == truth[~is_fb]).mean())
+        if (~is_fb).any()
+        else float("nan"),
+        "in_scope_accuracy": float((predicted[~is_fb] == truth[~is_fb]).mean())
+        if (~is_fb).any()
+        else float("nan"),
     }
     if is_fb.any():
         said = predicted == FALLBACK
@@ -138,7 +150,13 @@ class SetScores:
 
 
 def score_set(
-    embedder: Embedder, taxonomy: Taxonomy, background: np.ndarray, split: str, shots: int, limit: int | None, seed: int = 0
+    embedder: Embedder,
+    taxonomy: Taxonomy,
+    background: np.ndarray,
+    split: str,
+    shots: int,
+    limit: int | None,
+    seed: int = 0,
 ) -> SetScores:
     rows = taxonomy.rows(split)
     if limit is not None and len(rows) > limit:
@@ -178,9 +196,18 @@ def fitted_threshold(
     rng = random.Random(seed)
     pool = [e.text for e in taxonomy.rows("val") if e.label == FALLBACK]
     chosen = rng.sample(pool, min(fallback_examples, len(pool)))
-    negatives = embedder.texts(chosen, side="prompt") if chosen else np.zeros((0, view.prototypes.shape[1]), np.float32)
+    negatives = (
+        embedder.texts(chosen, side="prompt")
+        if chosen
+        else np.zeros((0, view.prototypes.shape[1]), np.float32)
+    )
     return fit_threshold(
-        view.descriptions, view.examples, negatives, background, criterion, default,
+        view.descriptions,
+        view.examples,
+        negatives,
+        background,
+        criterion,
+        default,
         embedder.model.config.description_weight,
     )
 
@@ -192,7 +219,12 @@ def pick_shared_threshold(val: Iterable[SetScores], criterion: str) -> float:
     grid = np.quantile(np.concatenate(values), np.linspace(0.005, 0.995, 199))
     best, best_acc = float(grid[0]), -1.0
     for t in grid:
-        acc = np.mean([open_metrics(s.sims, s.labels, s.view.tasks, criterion, s.view.calibration, t)["accuracy"] for s in val])
+        acc = np.mean(
+            [
+                open_metrics(s.sims, s.labels, s.view.tasks, criterion, s.view.calibration, t)["accuracy"]
+                for s in val
+            ]
+        )
         if acc > best_acc:
             best, best_acc = float(t), float(acc)
     return best
@@ -240,7 +272,11 @@ def run(
             for name in sets:
                 scored = test[name, n]
                 fit = fitted_threshold(
-                    embedder, taxonomies[name], scored.view, background, criterion,
+                    embedder,
+                    taxonomies[name],
+                    scored.view,
+                    background,
+                    criterion,
                     config.default_threshold(criterion),
                 )
                 row = {}
@@ -266,12 +302,15 @@ def table(result: dict[str, Any], how: str, shots: int, criterion: str) -> str:
         "| set | closed-set acc. | in-scope acc. | acc. with fallback | fallback P / R | AUROC | threshold |",
         "|---|---|---|---|---|---|---|",
     ]
-    picked = [(k.split("|")[0], v[how]) for k, v in result["rows"].items() if k.endswith(f"|{shots}|{criterion}")]
+    picked = [
+        (k.split("|")[0], v[how]) for k, v in result["rows"].items() if k.endswith(f"|{shots}|{criterion}")
+    ]
+    nan = float("nan")
     for name, m in picked:
         lines.append(
             f"| {name} | {m['closed_accuracy']:.3f} | {m['in_scope_accuracy']:.3f} | {m['accuracy']:.3f} | "
-            f"{m.get('fallback_precision', float('nan')):.2f} / {m.get('fallback_recall', float('nan')):.2f} | "
-            f"{m.get('fallback_auroc', float('nan')):.3f} | {m['threshold']:.3f} |"
+            f"{m.get('fallback_precision', nan):.2f} / {m.get('fallback_recall', nan):.2f} | "
+            f"{m.get('fallback_auroc', nan):.3f} | {m['threshold']:.3f} |"
         )
     if picked:
         keys = ("closed_accuracy", "in_scope_accuracy", "accuracy", "fallback_recall", "fallback_auroc")

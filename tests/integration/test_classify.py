@@ -194,7 +194,9 @@ def test_server_is_still_serving_after_errors(stub: pb_grpc.TaskRouterStub) -> N
     assert stub.Classify(pb.ClassifyRequest(router="support", prompt="refund please")).router == "support"
 
 
-AGENT_PREAMBLE = (Path(__file__).resolve().parents[2] / "training/data/system_prompts/coding_agent_terminal.txt").read_text()
+AGENT_PREAMBLE = (
+    Path(__file__).resolve().parents[2] / "training/data/system_prompts/coding_agent_terminal.txt"
+).read_text()
 
 
 def test_a_long_agent_system_prompt_does_not_decide_the_task(
@@ -210,7 +212,10 @@ def test_a_long_agent_system_prompt_does_not_decide_the_task(
     hits_bare = hits_agent = total = 0
     for task, prompts in router_prompts["coding-agent"].items():
         for prompt in prompts:
-            messages = [pb.Message(role="system", content=AGENT_PREAMBLE), pb.Message(role="user", content=prompt)]
+            messages = [
+                pb.Message(role="system", content=AGENT_PREAMBLE),
+                pb.Message(role="user", content=prompt),
+            ]
             response = stub.Classify(pb.ClassifyRequest(router="coding-agent", messages=messages))
             if task == "fallback":
                 assert (response.task, response.matched) == ("fallback", False), prompt

@@ -103,6 +103,7 @@ def test_routers_form_creates_a_router_and_shows_validation_errors_by_the_field(
     assert page.locator("#router-form").is_hidden()
     row = page.locator("#router-list tr[data-router=helpdesk]").inner_text()
     assert "triage, troubleshoot" in row and "spare" in row
+    assert "calibrated >=" in row and "latest_turn" in row  # the no-match decision in force
     shot(page, "routers-created")
 
     # Edit: a new version, the name kept; then delete, after a confirmation.
@@ -115,8 +116,25 @@ def test_routers_form_creates_a_router_and_shows_validation_errors_by_the_field(
     page.fill("input[name=threshold]", "0.3")
     page.click("#router-form button[type=submit]")
     page.wait_for_function(
-        "document.querySelector('#router-list tr[data-router=helpdesk] td:nth-child(4)').textContent === '2'"
+        "document.querySelector('#router-list tr[data-router=helpdesk] td:nth-child(5)').textContent === '2'"
     )
+    # A threshold without a criterion is read in similarity units, and the list says so.
+    row = page.locator("#router-list tr[data-router=helpdesk]").inner_text()
+    assert "similarity >= 0.30 (router)" in row
+    # Fallback examples and no threshold: fitted when the router loads, with what the fit expects.
+    page.locator("#router-list tr[data-router=helpdesk] button", has_text="Edit").click()
+    page.fill("input[name=threshold]", "")
+    page.select_option("select[name=criterion]", "calibrated")
+    page.fill(
+        "textarea[name=fallback_examples]",
+        "What is the capital of Peru?\nWrite me a limerick about cats\nbook a table for two tonight",
+    )
+    page.click("#router-form button[type=submit]")
+    page.wait_for_function(
+        "document.querySelector('#router-list tr[data-router=helpdesk] td:nth-child(5)').textContent === '3'"
+    )
+    row = page.locator("#router-list tr[data-router=helpdesk]").inner_text()
+    assert "calibrated >=" in row and "(fitted; expected fallback P" in row
     page.locator("#router-list tr[data-router=helpdesk] button", has_text="Delete").click()
     assert "Delete router helpdesk?" in page.locator("#confirm-text").inner_text()
     page.click("#confirm-yes")

@@ -152,11 +152,17 @@ def test_threshold_source_is_fitted_explicit_or_the_checkpoint_default(stub: pb_
         "name": "helpdesk-fitted",
         "policies": [
             DEFINITION["policies"][0],
-            {**printer, "custom_task": {**printer["custom_task"], "examples": [
-                "The printer on floor 3 keeps jamming",
-                "Printing gives blank pages since this morning",
-                "The office printer shows as offline",
-            ]}},
+            {
+                **printer,
+                "custom_task": {
+                    **printer["custom_task"],
+                    "examples": [
+                        "The printer on floor 3 keeps jamming",
+                        "Printing gives blank pages since this morning",
+                        "The office printer shows as offline",
+                    ],
+                },
+            },
         ],
         "fallback_examples": [
             "What time does the cafeteria open?",
@@ -170,17 +176,36 @@ def test_threshold_source_is_fitted_explicit_or_the_checkpoint_default(stub: pb_
         name: stub.CreateRouter(pb.CreateRouterRequest(router=router(d)))
         for name, d in (
             ("fitted", fitted_definition),
-            ("explicit", {**fitted_definition, "name": "helpdesk-explicit", "criterion": "calibrated", "threshold": 4.5}),
+            (
+                "explicit",
+                {
+                    **fitted_definition,
+                    "name": "helpdesk-explicit",
+                    "criterion": "calibrated",
+                    "threshold": 4.5,
+                },
+            ),
             ("examples", {**DEFINITION, "name": "helpdesk-examples"}),
-            ("plain", {**DEFINITION, "name": "helpdesk-plain", "policies": [
-                {**p, "custom_task": {k: v for k, v in p["custom_task"].items() if k != "examples"}}
-                for p in DEFINITION["policies"]
-            ]}),
+            (
+                "plain",
+                {
+                    **DEFINITION,
+                    "name": "helpdesk-plain",
+                    "policies": [
+                        {**p, "custom_task": {k: v for k, v in p["custom_task"].items() if k != "examples"}}
+                        for p in DEFINITION["policies"]
+                    ],
+                },
+            ),
         )
     }
     try:
         fitted = created["fitted"].no_match
-        assert (fitted.threshold_source, fitted.criterion, fitted.context) == ("fitted", "calibrated", "latest_turn")
+        assert (fitted.threshold_source, fitted.criterion, fitted.context) == (
+            "fitted",
+            "calibrated",
+            "latest_turn",
+        )
         assert (fitted.examples, fitted.fallback_examples) == (5, 5)
         assert fitted.HasField("expected_fallback_recall") and 0 <= fitted.expected_fallback_recall <= 1
         assert fitted.HasField("expected_fallback_precision")
@@ -194,9 +219,15 @@ def test_threshold_source_is_fitted_explicit_or_the_checkpoint_default(stub: pb_
         assert (examples.examples, examples.fallback_examples) == (2, 0)
         assert stub.GetRouter(pb.GetRouterRequest(name="helpdesk-fitted")).no_match == fitted
 
-        off = stub.Classify(pb.ClassifyRequest(router="helpdesk-fitted", prompt="Is the parking garage open on Sunday?"))
-        assert off.task == "fallback" and off.criterion_value < off.threshold == pytest.approx(fitted.threshold)
-        on = stub.Classify(pb.ClassifyRequest(router="helpdesk-fitted", prompt="the printer is out of toner and jams"))
+        off = stub.Classify(
+            pb.ClassifyRequest(router="helpdesk-fitted", prompt="Is the parking garage open on Sunday?")
+        )
+        assert off.task == "fallback" and off.criterion_value < off.threshold == pytest.approx(
+            fitted.threshold
+        )
+        on = stub.Classify(
+            pb.ClassifyRequest(router="helpdesk-fitted", prompt="the printer is out of toner and jams")
+        )
         assert on.task == "printer" and on.criterion_value >= on.threshold
     finally:
         for c in created.values():
@@ -206,11 +237,15 @@ def test_threshold_source_is_fitted_explicit_or_the_checkpoint_default(stub: pb_
 def test_a_threshold_without_a_criterion_keeps_its_old_meaning(stub: pb_grpc.TaskRouterStub) -> None:
     """Definitions written before criteria existed set `threshold` in similarity units; they keep
     it. Out-of-range values name the units they are read in."""
-    created = stub.CreateRouter(pb.CreateRouterRequest(router=router({**DEFINITION, "name": "helpdesk-old", "threshold": 0.3})))
+    created = stub.CreateRouter(
+        pb.CreateRouterRequest(router=router({**DEFINITION, "name": "helpdesk-old", "threshold": 0.3}))
+    )
     try:
         assert (created.no_match.criterion, created.no_match.threshold) == ("similarity", pytest.approx(0.3))
         answer = stub.Classify(pb.ClassifyRequest(router="helpdesk-old", prompt="my vpn keeps disconnecting"))
-        assert answer.criterion == "similarity" and answer.criterion_value == pytest.approx(answer.scores[0].similarity)
+        assert answer.criterion == "similarity" and answer.criterion_value == pytest.approx(
+            answer.scores[0].similarity
+        )
     finally:
         stub.DeleteRouter(pb.DeleteRouterRequest(name="helpdesk-old"))
     for bad, words in (
@@ -220,5 +255,7 @@ def test_a_threshold_without_a_criterion_keeps_its_old_meaning(stub: pb_grpc.Tas
         ({"context": "everything"}, "allowed: latest_turn, conversation"),
     ):
         with pytest.raises(grpc.RpcError) as info:
-            stub.CreateRouter(pb.CreateRouterRequest(router=router({**DEFINITION, "name": "helpdesk-bad", **bad})))
+            stub.CreateRouter(
+                pb.CreateRouterRequest(router=router({**DEFINITION, "name": "helpdesk-bad", **bad}))
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in info.value.details()

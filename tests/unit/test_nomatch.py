@@ -18,7 +18,9 @@ from models.nomatch import (
 DIM = 16
 
 
-def unit(rng: np.random.Generator, n: int, around: np.ndarray | None = None, spread: float = 1.0) -> np.ndarray:
+def unit(
+    rng: np.random.Generator, n: int, around: np.ndarray | None = None, spread: float = 1.0
+) -> np.ndarray:
     x = rng.normal(size=(n, DIM)) * spread
     if around is not None:
         x = x + around
@@ -77,7 +79,9 @@ def test_fit_with_both_kinds_separates_them_and_reports_what_it_expects(criterio
 def test_fit_with_examples_only_never_raises_the_default() -> None:
     rng = np.random.default_rng(3)
     descriptions, examples, background = _router(rng)
-    fit = fit_threshold(descriptions, examples, np.zeros((0, DIM), np.float32), background, CALIBRATED, 3.0, 0.25)
+    fit = fit_threshold(
+        descriptions, examples, np.zeros((0, DIM), np.float32), background, CALIBRATED, 3.0, 0.25
+    )
     assert fit.threshold <= 3.0 and fit.fallback_precision is None and fit.fallback_recall is None
 
 
@@ -97,7 +101,9 @@ def test_nothing_to_fit_keeps_the_default() -> None:
     rng = np.random.default_rng(5)
     descriptions, _, background = _router(rng)
     empty = [np.zeros((0, DIM), np.float32)] * 3
-    fit = fit_threshold(descriptions, empty, np.zeros((0, DIM), np.float32), background, CALIBRATED, 2.5, 0.25)
+    fit = fit_threshold(
+        descriptions, empty, np.zeros((0, DIM), np.float32), background, CALIBRATED, 2.5, 0.25
+    )
     assert fit.threshold == 2.5 and fit.examples == 0
 
 

@@ -75,13 +75,17 @@ def test_long_chat_tokenizes_only_the_turns_that_can_fit(tokenizer: PreTrainedTo
     history = [
         ChatMessage("user" if i % 2 else "assistant", f"turn {i} " + "filler " * 300) for i in range(1000)
     ]
-    out = build_prompt(tokenizer, [*history, ChatMessage("user", "what is the status of my order?")], 64, "conversation")
+    out = build_prompt(
+        tokenizer, [*history, ChatMessage("user", "what is the status of my order?")], 64, "conversation"
+    )
     text = words(tokenizer, out.input_ids)
     assert out.truncated and out.n_tokens == 64 and text.endswith("what is the status of my order?")
     assert "turn 999" in text and "turn 998" not in text
 
 
-SYSTEM = (Path(__file__).resolve().parents[2] / "training/data/system_prompts/coding_agent_terminal.txt").read_text()
+SYSTEM = (
+    Path(__file__).resolve().parents[2] / "training/data/system_prompts/coding_agent_terminal.txt"
+).read_text()
 
 
 def test_latest_turn_ignores_the_preamble_entirely(tokenizer: PreTrainedTokenizerBase) -> None:
