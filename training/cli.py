@@ -100,6 +100,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from training import openset
     from training.report import write_report
 
     model, tokenizer, metadata = load_checkpoint(args.checkpoint)
@@ -126,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     for key in ("fallback_precision", "fallback_recall", "fallback_auroc"):
         if key in report:
             summary[key] = report[key]
-    report["decisions"] = _decisions(model, tokenizer, taxonomy, args.split, args.shots)
+    report["decisions"] = openset.decisions(model, tokenizer, taxonomy, args.split, args.shots)
     print(
         json.dumps(
             {
@@ -142,31 +143,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.report:
         write_report(report, args.report)
         print(f"report: {args.report}/report.md")
-
-
-def _decisions(
-    model: Any, tokenizer: Any, taxonomy: Taxonomy, split: str, shots: int
-) -> dict[str, dict[str, float]]:
-    """What a router built from this taxonomy does, as served: for each no-match criterion, at the
-    checkpoint's default threshold and at the threshold fitted from the router's examples (the
-    `shots`) and 20 val fallback rows (when the set has any): accuracy with fallback as a class,
-    in-scope accuracy, fallback precision / recall / AUROC."""
-    from models.nomatch import CRITERIA, background_prompts
-    from training.openset import Embedder, fitted_threshold, open_metrics, score_set
-
-    embedder = Embedder(model, tokenizer, model.config.context)
-    background = embedder.texts(background_prompts(), side="prompt")
-    scored = score_set(embedder, taxonomy, background, split, shots, None)
-    out: dict[str, dict[str, float]] = {}
-    for criterion in CRITERIA:
-        default = model.config.default_threshold(criterion)
-        fit = fitted_threshold(embedder, taxonomy, scored.view, background, criterion, default)
-        for how, t in (("default", default), ("fitted", fit.threshold)):
-            m = open_metrics(
-                scored.sims, scored.labels, scored.view.tasks, criterion, scored.view.calibration, t
-            )
-            out[f"{criterion}@{how}"] = {"threshold": round(t, 4), **{k: round(v, 4) for k, v in m.items()}}
-    return out
 
 
 def cmd_loto(args: argparse.Namespace) -> None:

@@ -20,8 +20,10 @@ import numpy as np
 
 from models import PLAIN_CHECKPOINT, load_checkpoint
 from models.checkpoint import save_difference
+from models.nomatch import CALIBRATED
 from training.data import load_taxonomies
 from training.evaluate import score_shots
+from training.openset import decisions, open_taxonomy
 from training.train import TrainConfig, train
 
 PUBLIC = ("banking77", "hwu64", "snips", "mmlu", "p3_task_types")
@@ -52,18 +54,44 @@ def run(
         row: dict[str, Any] = {"trained_on": [s.name for s in sets], "test_limit": test_limit}
         zero, few = score_shots(plain, plain_tok, target, "test", (0, shots), test_limit)
         row["plain"], row["plain+5"] = zero.closed_accuracy(), few.closed_accuracy()
+        # The routing decision as served, with fallback rows (its own, or out-of-domain ones).
+        open_target, _ = open_taxonomy(held)
+        row["plain_decisions"] = decisions(
+            plain, plain_tok, open_target, "test", 0, test_limit, (CALIBRATED,)
+        )
         for name, variant in (("dense", replace(cfg, dense_adapter=True)), ("moe", cfg)):
             model, tokenizer, summary = train(variant, sets)
             save_difference(model, out / f"{Path(held).name}-{name}", {"summary": summary})
             zero, few = score_shots(model, tokenizer, target, "test", (0, shots), test_limit)
             row[name], row[f"{name}+5"] = zero.closed_accuracy(), few.closed_accuracy()
+            row[f"{name}_decisions"] = decisions(
+                model, tokenizer, open_target, "test", 0, test_limit, (CALIBRATED,)
+            )
             row[f"{name}_best_step"] = summary["best_step"]
             row[f"{name}_seconds"] = summary["seconds"]
         results[Path(held).name] = row
         (out / "loto.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out / "loto.md").write_text(table(results) + "\n")
-        print(table(results), flush=True)
+        (out / "loto.md").write_text(table(results) + "\n\n" + decision_table(results) + "\n")
+        print(table(results), decision_table(results), sep="\n\n", flush=True)
     return results
+
+
+def decision_table(results: dict[str, Any]) -> str:
+    """Accuracy with fallback as a class (calibrated criterion), at each model's default threshold
+    and at the per-router fitted one."""
+    lines = [
+        "| held-out set | plain: default / fitted | ablation: default / fitted | MoE: default / fitted |",
+        "|---|---|---|---|",
+    ]
+    for held, row in results.items():
+        cells = []
+        for name in ("plain", "dense", "moe"):
+            d = row.get(f"{name}_decisions", {})
+            default, fitted = d.get("calibrated@default"), d.get("calibrated@fitted")
+            both = default and fitted
+            cells.append(f"{default['accuracy']:.3f} / {fitted['accuracy']:.3f}" if both else "-")
+        lines.append(f"| {held} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(results: dict[str, Any]) -> str:

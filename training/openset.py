@@ -20,6 +20,7 @@ import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,10 +29,18 @@ from sklearn.metrics import roc_auc_score
 from transformers import PreTrainedTokenizerBase
 
 from models import ChatMessage, TaskClassifier
-from models.nomatch import CRITERIA, Calibration, Fit, calibrate, decide_batch, fit_threshold
+from models.nomatch import (
+    CRITERIA,
+    Calibration,
+    Fit,
+    background_prompts,
+    calibrate,
+    decide_batch,
+    fit_threshold,
+)
 from training.data import FALLBACK, Taxonomy, ensure_val_split, load_taxonomies
 from training.encode import as_user, embed
-from training.families import OOD_DONORS, family_of, with_ood_fallback, with_preamble
+from training.families import FAMILIES, OOD_DONORS, family_of, with_ood_fallback, with_preamble
 
 
 class Embedder:
@@ -171,6 +180,8 @@ def open_taxonomy(name: str, split_share: float = 0.5, seed: int = 0) -> tuple[T
     target = ensure_val_split(load_taxonomies([name])[0])
     if any(e.label == FALLBACK for e in target.examples):
         return target, True
+    if Path(name).name not in {m for members in FAMILIES.values() for m in members}:
+        return target, False  # a set of the user's own: no family, so no donors to draw from
     donors = [ensure_val_split(d) for d in load_taxonomies(OOD_DONORS[family_of(name)])]
     mixed = target
     for split in ("val", "test"):
@@ -228,6 +239,34 @@ def pick_shared_threshold(val: Iterable[SetScores], criterion: str) -> float:
         if acc > best_acc:
             best, best_acc = float(t), float(acc)
     return best
+
+
+def decisions(
+    model: TaskClassifier,
+    tokenizer: PreTrainedTokenizerBase,
+    taxonomy: Taxonomy,
+    split: str,
+    shots: int = 0,
+    limit: int | None = None,
+    criteria: Sequence[str] = CRITERIA,
+) -> dict[str, dict[str, float]]:
+    """What a router built from `taxonomy` does, as served: for each no-match criterion, at the
+    checkpoint's default threshold and at the threshold fitted from the router's examples (the
+    `shots`) and 20 val fallback rows (when the set has any): accuracy with fallback as a class,
+    in-scope accuracy, fallback precision / recall / AUROC."""
+    embedder = Embedder(model, tokenizer, model.config.context)
+    background = embedder.texts(background_prompts(), side="prompt")
+    scored = score_set(embedder, taxonomy, background, split, shots, limit)
+    out: dict[str, dict[str, float]] = {}
+    for criterion in criteria:
+        default = model.config.default_threshold(criterion)
+        fit = fitted_threshold(embedder, taxonomy, scored.view, background, criterion, default)
+        for how, t in (("default", default), ("fitted", fit.threshold)):
+            m = open_metrics(
+                scored.sims, scored.labels, scored.view.tasks, criterion, scored.view.calibration, t
+            )
+            out[f"{criterion}@{how}"] = {"threshold": round(t, 4), **{k: round(v, 4) for k, v in m.items()}}
+    return out
 
 
 def run(

@@ -190,6 +190,9 @@ def test_retrain_with_two_ddp_processes_then_evaluate(tiny: tuple[Path, Path], t
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["rows"] > 0 and 0 <= report["accuracy"] <= 1 and "macro_f1" in report
+    for key in ("calibrated@default", "calibrated@fitted", "similarity@default", "similarity@fitted"):
+        assert 0 <= report["decisions"][key]["accuracy"] <= 1 and "in_scope_accuracy" in report["decisions"][key]
+    assert '"decisions"' in evaluated.stdout
     assert (tmp_path / "report" / "confusion.png").stat().st_size > 1000
     assert (tmp_path / "report" / "reliability.png").stat().st_size > 1000
 
@@ -231,4 +234,8 @@ def test_leave_one_taxonomy_out_produces_the_table(tiny: tuple[Path, Path], tmp_
     assert row["trained_on"] == ["other"]
     assert all(0 <= row[k] <= 1 for k in ("plain", "plain+5", "dense", "moe", "moe+5"))
     assert "| data |" in (tmp_path / "loto" / "loto.md").read_text()
+    for name in ("plain", "dense", "moe"):  # the routing decision as served, default and fitted
+        decided = row[f"{name}_decisions"]
+        assert 0 <= decided["calibrated@default"]["accuracy"] <= 1
+        assert 0 <= decided["calibrated@fitted"]["accuracy"] <= 1
     assert (tmp_path / "loto" / "data-moe" / "weights.safetensors").is_file()
