@@ -191,7 +191,8 @@ def test_retrain_with_two_ddp_processes_then_evaluate(tiny: tuple[Path, Path], t
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["rows"] > 0 and 0 <= report["accuracy"] <= 1 and "macro_f1" in report
     for key in ("calibrated@default", "calibrated@fitted", "similarity@default", "similarity@fitted"):
-        assert 0 <= report["decisions"][key]["accuracy"] <= 1 and "in_scope_accuracy" in report["decisions"][key]
+        decided = report["decisions"][key]
+        assert 0 <= decided["accuracy"] <= 1 and "in_scope_accuracy" in decided
     assert '"decisions"' in evaluated.stdout
     assert (tmp_path / "report" / "confusion.png").stat().st_size > 1000
     assert (tmp_path / "report" / "reliability.png").stat().st_size > 1000
