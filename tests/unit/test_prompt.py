@@ -90,7 +90,7 @@ SYSTEM = (
 
 def test_latest_turn_ignores_the_preamble_entirely(tokenizer: PreTrainedTokenizerBase) -> None:
     request = "Why does this raise KeyError: 'price' when the cart is empty?"
-    alone = build_prompt(tokenizer, [ChatMessage("user", request)], 256)
+    alone = build_prompt(tokenizer, [ChatMessage("user", "open the repo"), ChatMessage("user", request)], 256)
     agent = [
         ChatMessage("system", SYSTEM),
         ChatMessage("user", "open the repo"),
@@ -103,7 +103,7 @@ def test_latest_turn_ignores_the_preamble_entirely(tokenizer: PreTrainedTokenize
     assert len(SYSTEM.split()) >= 600  # the test preamble is a realistic agent prompt
 
 
-def test_a_short_follow_up_takes_the_earlier_user_turns_along(tokenizer: PreTrainedTokenizerBase) -> None:
+def test_a_short_follow_up_keeps_what_it_refers_to(tokenizer: PreTrainedTokenizerBase) -> None:
     messages = [
         ChatMessage("system", "You are a helpful assistant."),
         ChatMessage("user", "write a rust function that checks whether a number is prime"),
@@ -112,8 +112,17 @@ def test_a_short_follow_up_takes_the_earlier_user_turns_along(tokenizer: PreTrai
     ]
     text = words(tokenizer, build_prompt(tokenizer, messages, 256).input_ids)
     assert text == "write a rust function that checks whether a number is prime now in go"
-    strict = build_prompt(tokenizer, messages, 256, follow_up_tokens=0)
+    strict = build_prompt(tokenizer, messages, 256, history=False)
     assert words(tokenizer, strict.input_ids) == "now in go"
+
+
+def test_earlier_user_turns_take_at_most_half_of_a_long_request(tokenizer: PreTrainedTokenizerBase) -> None:
+    request = "Why does the checkout page raise KeyError: price when the cart holds a gift card? " * 2
+    messages = [ChatMessage("user", "earlier turn " * 200), ChatMessage("user", request)]
+    out = build_prompt(tokenizer, messages, 256)
+    alone = build_prompt(tokenizer, [ChatMessage("user", request)], 256)
+    added = out.n_tokens - alone.n_tokens
+    assert 0 < added <= (alone.n_tokens - 2) // 2 and out.input_ids[-alone.n_tokens + 1 :] == alone.input_ids[1:]
 
 
 def test_latest_turn_without_a_user_turn_reads_what_there_is(tokenizer: PreTrainedTokenizerBase) -> None:
