@@ -122,7 +122,8 @@ def test_earlier_user_turns_take_at_most_half_of_a_long_request(tokenizer: PreTr
     out = build_prompt(tokenizer, messages, 256)
     alone = build_prompt(tokenizer, [ChatMessage("user", request)], 256)
     added = out.n_tokens - alone.n_tokens
-    assert 0 < added <= (alone.n_tokens - 2) // 2 and out.input_ids[-alone.n_tokens + 1 :] == alone.input_ids[1:]
+    assert 0 < added <= (alone.n_tokens - 2) // 2
+    assert out.input_ids[-alone.n_tokens + 1 :] == alone.input_ids[1:]  # the request ends it, whole
 
 
 def test_latest_turn_without_a_user_turn_reads_what_there_is(tokenizer: PreTrainedTokenizerBase) -> None:
