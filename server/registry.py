@@ -72,16 +72,14 @@ class CompiledRouter:
     def context(self) -> str:
         return self.no_match.context
 
-    def _cut(self, task_index: int) -> float:
-        """The threshold in similarity units for one task: where its similarity stops matching."""
+    @property
+    def similarity_cut(self) -> float:
+        """The threshold in similarity units: the best similarity below which a prompt falls back
+        (the console draws it)."""
         nm = self.no_match
         if nm.criterion == CALIBRATED:
-            return float(nm.calibration.mean[task_index] + nm.threshold * nm.calibration.std[task_index])
+            return nm.calibration.similarity_cut(nm.threshold)
         return nm.threshold
-
-    def similarity_cut(self, decision: Decision) -> float:
-        """The threshold in similarity units for the decision's best task (the console draws it)."""
-        return self._cut(next(i for i, t in enumerate(self.spec.tasks) if t.name == decision.scores[0].task))
 
     def decide(self, similarities: np.ndarray) -> Decision:
         nm = self.no_match
@@ -89,9 +87,9 @@ class CompiledRouter:
         value = float(
             criterion_value(similarities[None], np.array([best_index]), nm.criterion, nm.calibration)[0]
         )
-        # The best task's cut as the softmax's "no task" candidate: fallback is then the most
-        # probable exactly when the prompt falls back.
-        cut = self._cut(best_index)
+        # The threshold in similarity units as the softmax's "no task" candidate: fallback is then
+        # the most probable exactly when the prompt falls back.
+        cut = self.similarity_cut
         sims = torch.from_numpy(np.asarray(similarities, dtype=np.float32))[None]
         probs, fallback = match_probabilities(sims, cut, self.temperature)
         order = np.argsort(-similarities, kind="stable")

@@ -6,7 +6,7 @@ The accepted shape is the one operators know from hosted inference routers:
     description: ...
     context: latest_turn           # optional: latest_turn or conversation (models/prompt.py)
     criterion: calibrated          # optional: calibrated or similarity (models/nomatch.py)
-    threshold: 2.5                 # optional no-match threshold, in the criterion's units
+    threshold: 0.9                 # optional no-match threshold, in the criterion's units
     max_cost_usd: 0.01             # optional: skip candidates whose estimated cost exceeds it
     fallback_examples: [...]       # optional prompts that must match no task (fit the threshold)
     policies:
@@ -55,8 +55,8 @@ _ROUTER_KEYS = {
     "fallback_examples",
 }
 # Threshold ranges per criterion: cosines live in [-1, 1]; calibrated values are standard
-# deviations above unrelated traffic, where in-scope prompts sit at about 2 to 15.
-THRESHOLD_RANGES = {SIMILARITY: (-1.0, 1.0), CALIBRATED: (-10.0, 50.0)}
+# deviations above what unrelated traffic finds, where in-scope prompts sit at about 0 to 6.
+THRESHOLD_RANGES = {SIMILARITY: (-1.0, 1.0), CALIBRATED: (-10.0, 20.0)}
 _POLICY_KEYS = {"custom_task", "models", "selection_policy"}
 _TASK_KEYS = {"name", "description", "examples"}
 

@@ -223,22 +223,23 @@ def fitted_threshold(
     )
 
 
-def pick_shared_threshold(val: Iterable[SetScores], criterion: str) -> float:
-    """The threshold that maximises mean accuracy-with-fallback over the given sets' val rows."""
+def pick_shared_threshold(val: Iterable[SetScores], criterion: str, in_scope_weight: float = 3.0) -> float:
+    """One threshold for all the given sets' val rows (descriptions only and with examples alike):
+    the one maximising the mean over sets of (w x in-scope accuracy + fallback recall) / (w + 1), the
+    weighting per-router fitting uses (models/nomatch.py); sets without fallback rows count in-scope."""
     val = list(val)
     values = [decide_batch(s.sims, criterion, s.view.calibration)[1] for s in val]
     grid = np.quantile(np.concatenate(values), np.linspace(0.005, 0.995, 199))
-    best, best_acc = float(grid[0]), -1.0
-    for t in grid:
-        acc = np.mean(
-            [
-                open_metrics(s.sims, s.labels, s.view.tasks, criterion, s.view.calibration, t)["accuracy"]
-                for s in val
-            ]
-        )
-        if acc > best_acc:
-            best, best_acc = float(t), float(acc)
-    return best
+
+    def objective(t: float) -> float:
+        scores = []
+        for s in val:
+            m = open_metrics(s.sims, s.labels, s.view.tasks, criterion, s.view.calibration, t)
+            recall = m.get("fallback_recall", m["in_scope_accuracy"])
+            scores.append((in_scope_weight * m["in_scope_accuracy"] + recall) / (in_scope_weight + 1))
+        return float(np.mean(scores))
+
+    return float(max(grid, key=objective))
 
 
 def decisions(
@@ -283,9 +284,9 @@ def run(
     """The whole protocol on `sets` (each scored as a router of its own tasks, test split):
 
     - `shipped`: each criterion at the checkpoint's default threshold;
-    - `selected`: at the one threshold per criterion that maximises mean accuracy-with-fallback
-      over the sets' *val* rows (how a shipped default is chosen: on held-out sets, never on the
-      training sets' validation);
+    - `selected`: at the one threshold per criterion chosen on the sets' *val* rows, with and without
+      examples together (`pick_shared_threshold`; how a shipped default is chosen: on held-out sets,
+      never on the training sets' validation);
     - `fitted`: at each router's own threshold, fitted from its examples (the `shots`) and 20
       fallback examples drawn from val (models/nomatch.fit_threshold), shipped default otherwise.
     """
@@ -305,9 +306,9 @@ def run(
             test[name, n] = score_set(embedder, taxonomy, background, "test", n, limit)
     out: dict[str, Any] = {"context": embedder.context, "sets": list(sets), "rows": {}, "thresholds": {}}
     for criterion in criteria:
+        selected = pick_shared_threshold([val[name, n] for name in sets for n in shots], criterion)
+        out["thresholds"][criterion] = selected
         for n in shots:
-            selected = pick_shared_threshold([val[name, n] for name in sets], criterion)
-            out["thresholds"][f"{criterion}|{n}"] = selected
             for name in sets:
                 scored = test[name, n]
                 fit = fitted_threshold(

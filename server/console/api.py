@@ -87,7 +87,7 @@ class ConsoleApi:
             "threshold": c.decision.threshold,
             "criterion": c.decision.criterion,
             "criterion_value": c.decision.criterion_value,
-            "threshold_similarity": router.similarity_cut(c.decision),
+            "threshold_similarity": router.similarity_cut,
             "scores": [
                 {"task": s.task, "score": s.score, "similarity": s.similarity} for s in c.decision.scores
             ],

@@ -26,7 +26,7 @@ class Row:
 # standard deviations above unrelated traffic.
 SWEEPS = {
     "similarity": tuple(round(0.05 * i, 2) for i in range(-4, 20)),
-    "calibrated": tuple(round(0.25 * i, 2) for i in range(-4, 41)),
+    "calibrated": tuple(round(0.1 * i, 2) for i in range(-20, 61)),
 }
 
 

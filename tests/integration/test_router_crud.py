@@ -210,7 +210,7 @@ def test_threshold_source_is_fitted_explicit_or_the_checkpoint_default(stub: pb_
         assert fitted.HasField("expected_fallback_recall") and 0 <= fitted.expected_fallback_recall <= 1
         assert fitted.HasField("expected_fallback_precision")
         explicit = created["explicit"].no_match
-        assert (explicit.threshold_source, explicit.threshold) == ("router", 4.5)
+        assert (explicit.threshold_source, explicit.threshold) == ("router", 1.5)
         plain = created["plain"].no_match
         assert plain.threshold_source == "checkpoint" and not plain.HasField("expected_fallback_recall")
         # Examples alone can only lower the default (so that they stay matched), never raise it.
@@ -250,7 +250,7 @@ def test_a_threshold_without_a_criterion_keeps_its_old_meaning(stub: pb_grpc.Tas
         stub.DeleteRouter(pb.DeleteRouterRequest(name="helpdesk-old"))
     for bad, words in (
         ({"threshold": 3.0}, "[-1, 1] (similarity units"),
-        ({"criterion": "calibrated", "threshold": 80}, "[-10, 50] (criterion 'calibrated')"),
+        ({"criterion": "calibrated", "threshold": 80}, "[-10, 20] (criterion 'calibrated')"),
         ({"criterion": "margin"}, "allowed: calibrated, similarity"),
         ({"context": "everything"}, "allowed: latest_turn, conversation"),
     ):

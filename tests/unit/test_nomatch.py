@@ -27,32 +27,36 @@ def unit(
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_calibrated_value_is_a_z_score_against_the_background() -> None:
+def test_calibrated_value_is_a_z_score_of_the_best_similarity_against_the_background() -> None:
     rng = np.random.default_rng(0)
     protos = unit(rng, 3)
     background = unit(rng, 400)
     cal = calibrate(protos, background)
+    best = (background @ protos.T).max(axis=1)
+    assert (cal.mean, cal.std) == (pytest.approx(best.mean()), pytest.approx(best.std()))
     sims = np.array([[0.9, 0.1, 0.0], [0.0, 0.2, 0.5]], dtype=np.float32)
     index, value = decide_batch(sims, CALIBRATED, cal)
     assert list(index) == [0, 2]
-    assert value[0] == pytest.approx((0.9 - cal.mean[0]) / cal.std[0])
+    assert list(value) == pytest.approx([(0.9 - cal.mean) / cal.std, (0.5 - cal.mean) / cal.std])
+    assert cal.similarity_cut(1.5) == pytest.approx(cal.mean + 1.5 * cal.std)
     assert list(criterion_value(sims, index, SIMILARITY, cal)) == pytest.approx([0.9, 0.5])
     with pytest.raises(ValueError, match="calibrated, similarity"):
         criterion_value(sims, index, "margin", cal)
 
 
-def test_calibration_makes_a_broad_task_need_more_similarity() -> None:
-    """A task close to everything (a broad description) gets a high background mean: the same raw
-    similarity is worth less on it than on a narrow task."""
+def test_calibration_asks_more_of_a_router_that_unrelated_prompts_match_well() -> None:
+    """Descriptions close to everything (broad, or many tasks) lift what random traffic finds: the
+    same raw similarity is worth less there. Within one router the order is the raw one."""
     rng = np.random.default_rng(1)
     background = unit(rng, 400, around=np.ones(DIM) * 0.3)
-    broad = np.ones((1, DIM), np.float32) / np.sqrt(DIM)
-    narrow = unit(rng, 1)
-    cal = calibrate(np.concatenate([broad, narrow]), background)
-    assert cal.mean[0] > cal.mean[1]
-    same = np.array([[0.6, 0.0], [0.0, 0.6]], dtype=np.float32)
-    _, value = decide_batch(same, CALIBRATED, cal)
-    assert value[0] < value[1]
+    broad = calibrate(np.ones((1, DIM), np.float32) / np.sqrt(DIM), background)
+    narrow = calibrate(unit(rng, 1), background)
+    assert broad.mean > narrow.mean
+    same = np.array([[0.6]], dtype=np.float32)
+    assert decide_batch(same, CALIBRATED, broad)[1][0] < decide_batch(same, CALIBRATED, narrow)[1][0]
+    sims = rng.uniform(-1, 1, size=(50, 4)).astype(np.float32)
+    order_raw = np.argsort(decide_batch(sims, SIMILARITY, narrow)[1])
+    assert list(np.argsort(decide_batch(sims, CALIBRATED, narrow)[1])) == list(order_raw)
 
 
 def _router(rng: np.random.Generator, tasks: int = 3, per_task: int = 8):

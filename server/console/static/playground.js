@@ -35,7 +35,7 @@ export async function classifyPrompt() {
   task.className = result.matched ? "matched" : "fallback";
   $("#pg-policy").textContent = result.policy;
   $("#pg-latency").textContent = ms(result.classifier_ms);
-  // The threshold is in the criterion's units; the line sits where it puts the best task's similarity.
+  // The threshold is in the criterion's units; the line sits where it falls in similarity units.
   const cut = result.threshold_similarity;
   const low = Math.min(0, ...result.scores.map((s) => s.similarity), cut);
   barChart($("#pg-chart"), result.scores.map((s) => ({
@@ -43,7 +43,7 @@ export async function classifyPrompt() {
     value: s.similarity,
     text: `${s.similarity.toFixed(3)} · p=${s.score.toFixed(2)}`,
     color: s.task === result.task ? "#2463eb" : "#a5b4d4",
-  })), { min: low, max: 1, marker: cut, markerLabel: `threshold ${result.threshold.toFixed(2)} (${result.criterion}: ${result.criterion_value.toFixed(2)})`, format: (v) => v.toFixed(3) });
+  })), { min: low, max: 1, marker: cut, markerLabel: `threshold ${result.threshold.toFixed(2)} ${result.criterion} · this prompt ${result.criterion_value.toFixed(2)}`, format: (v) => v.toFixed(3) });
   $("#pg-candidates tbody").replaceChildren(...result.candidates.map((c, i) => {
     const latency = c.measured_ttft_ms ?? c.measured_latency_ms;
     return el("tr", {},
