@@ -130,8 +130,10 @@ def fit_threshold(
     criterion: str,
     default: float,
     description_weight: float,
+    fixed: float | None = None,
 ) -> Fit:
-    """Fit a router's threshold from its examples (per task [n_t, D]) and fallback examples [F, D].
+    """Fit a router's threshold from its examples (per task [n_t, D]) and/or fallback examples [F, D];
+    with `fixed` (a threshold the router sets), only measure what cross-validation expects of it.
 
     Each fold leaves out a fifth of every task's examples and of the fallback examples, rebuilds
     the prototypes and the calibration without them, and scores what it left out, so no example is
@@ -163,7 +165,9 @@ def fit_threshold(
     pos = np.concatenate(in_values) if in_values else np.zeros(0)
     right = np.concatenate(in_correct) if in_correct else np.zeros(0, bool)
     neg = np.concatenate(out_values) if out_values else np.zeros(0)
-    if len(pos) and len(neg):
+    if fixed is not None:
+        threshold = fixed
+    elif len(pos) and len(neg):
         threshold = _balanced_best(pos, right, neg)
     elif len(pos):
         threshold = min(default, float(np.quantile(pos, 1 - _KEEP_EXAMPLES)))
@@ -174,7 +178,7 @@ def fit_threshold(
         said_in = (pos < threshold).sum()
         said_out = (neg < threshold).sum()
         recall = float(said_out / len(neg))
-        precision = float(said_out / (said_out + said_in)) if said_out + said_in else 0.0
+        precision = float(said_out / (said_out + said_in)) if said_out + said_in else None
     return Fit(float(threshold), precision, recall, n_examples, len(fallback))
 
 
@@ -185,8 +189,10 @@ def _balanced_best(pos: np.ndarray, right: np.ndarray, neg: np.ndarray) -> float
     lost 1.7 points of in-scope accuracy where the middle of the run lost 1.9, for the same recall)."""
     values = np.unique(np.concatenate([pos, neg]))
     candidates = np.concatenate([[values[0] - 1e-3], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-3]])
-    in_acc = ((pos[None, :] >= candidates[:, None]) & right[None, :]).mean(axis=1)
-    out_acc = (neg[None, :] < candidates[:, None]).mean(axis=1)
+    # Sorted counts instead of a [candidates x values] comparison: a router may carry 16k examples.
+    kept = np.sort(pos[right])
+    in_acc = (len(kept) - np.searchsorted(kept, candidates, side="left")) / len(pos)
+    out_acc = np.searchsorted(np.sort(neg), candidates, side="left") / len(neg)
     score = (_IN_SCOPE_WEIGHT * in_acc + out_acc) / (_IN_SCOPE_WEIGHT + 1)
     best = np.flatnonzero(score >= score.max() - 1e-9)
     return float(candidates[best[0]])

@@ -145,7 +145,13 @@ class App:
         async def compile_router(spec: RouterSpec, criterion: str, default: float) -> CompiledTasks:
             tasks = [TaskText(t.description, t.examples) for t in spec.tasks]
             return await loop.run_in_executor(
-                self.executor, engine.compile, tasks, spec.fallback_examples, criterion, default
+                self.executor,
+                engine.compile,
+                tasks,
+                spec.fallback_examples,
+                criterion,
+                default,
+                spec.threshold,
             )
 
         state = RouterState(self.cfg.routers.state_file, catalog) if self.cfg.routers.state_file else None

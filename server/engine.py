@@ -4,7 +4,7 @@ Two backends run the encoder: torch (the reference; CUDA or CPU) and ONNX Runtim
 or int8 MatMuls; models/onnx_export.py). Everything around the encoder (prototype mixing,
 similarities) stays in torch, so both backends share it.
 
-Only the batcher's single worker thread calls `score` and `task_prototypes`, so the model is never
+Only the batcher's single worker thread calls `score`, `compile` and `task_prototypes`, so the model is never
 run from two threads at once; `prepare` (tokenization) is pure CPU work without torch and may run
 on the event loop or another thread: every tokenizer call uses the same settings, so concurrent
 calls only read the tokenizer.
@@ -53,7 +53,7 @@ class CompiledTasks:
     """What one router version needs at request time, built once on the engine thread."""
 
     prototypes: torch.Tensor  # [T, D] on the device
-    calibration: Calibration  # background statistics per task (models/nomatch.py)
+    calibration: Calibration  # the background's best similarities in this router (models/nomatch.py)
     fit: Fit  # the threshold fitted from examples and fallback examples (or the default)
 
 
@@ -200,9 +200,15 @@ class Engine:
 
     @torch.inference_mode()
     def compile(
-        self, tasks: Sequence[TaskText], fallback_examples: Sequence[str], criterion: str, default: float
+        self,
+        tasks: Sequence[TaskText],
+        fallback_examples: Sequence[str],
+        criterion: str,
+        default: float,
+        fixed: float | None = None,
     ) -> CompiledTasks:
-        """Prototypes, background calibration and the fitted threshold of one router version."""
+        """Prototypes, background calibration and the fitted threshold of one router version (with
+        `fixed`, the router's own threshold, only what cross-validation expects of it)."""
         descriptions = self._encode_texts([t.description for t in tasks])
         examples = [self._encode_texts(t.examples) if t.examples else None for t in tasks]
         prototypes = self.model.task_prototypes(descriptions, examples)
@@ -219,6 +225,7 @@ class Engine:
             criterion,
             default,
             self.model.config.description_weight,
+            fixed,
         )
         return CompiledTasks(prototypes, calibration, fit)
 

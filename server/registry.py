@@ -9,18 +9,21 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from models import ClassifierConfig, match_probabilities
 from models.nomatch import CALIBRATED, Calibration, Fit, criterion_value
-from server.engine import CompiledTasks
 from server.errors import AlreadyExists, NotFound
 from server.persistence import SavedRouter
 from server.policies import MANUAL
 from server.routers import FALLBACK, RouterSpec
 from server.targets import Catalog
+
+if TYPE_CHECKING:  # the engine builds it; the registry only keeps what it holds
+    from server.engine import CompiledTasks
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class CompiledRouter:
         return task.models, task.prefer or MANUAL
 
 
-Compile = Callable[[RouterSpec, str, float], Awaitable[CompiledTasks]]
+Compile = Callable[[RouterSpec, str, float], Awaitable["CompiledTasks"]]
 Persist = Callable[[list[SavedRouter]], None]
 
 

@@ -109,10 +109,15 @@ def test_routers_form_creates_a_router_and_shows_validation_errors_by_the_field(
     # Edit: a new version, the name kept; then delete, after a confirmation.
     page.locator("#router-list tr[data-router=helpdesk] button", has_text="Edit").click()
     assert page.locator("input[name=name]").is_disabled()
-    page.fill("input[name=threshold]", "2")  # out of range: the API's message, by the field
+    # The form names the criterion in force, so a threshold typed is read in its units.
+    assert page.locator("select[name=criterion]").input_value() == "calibrated"
+    page.fill("input[name=threshold]", "30")  # out of range: the API's message, by the field
     page.click("#router-form button[type=submit]")
     page.locator("[data-error-for=threshold]").wait_for()
-    assert "use a number in [-1, 1]" in page.inner_text("[data-error-for=threshold]")
+    assert "use a number in [-10, 20] (criterion 'calibrated')" in page.inner_text(
+        "[data-error-for=threshold]"
+    )
+    page.select_option("select[name=criterion]", "")  # no criterion: a threshold is a cosine, as before
     page.fill("input[name=threshold]", "0.3")
     page.click("#router-form button[type=submit]")
     page.wait_for_function(

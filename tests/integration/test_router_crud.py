@@ -182,7 +182,7 @@ def test_threshold_source_is_fitted_explicit_or_the_checkpoint_default(stub: pb_
                     **fitted_definition,
                     "name": "helpdesk-explicit",
                     "criterion": "calibrated",
-                    "threshold": 4.5,
+                    "threshold": 1.5,
                 },
             ),
             ("examples", {**DEFINITION, "name": "helpdesk-examples"}),
@@ -211,6 +211,8 @@ def test_threshold_source_is_fitted_explicit_or_the_checkpoint_default(stub: pb_
         assert fitted.HasField("expected_fallback_precision")
         explicit = created["explicit"].no_match
         assert (explicit.threshold_source, explicit.threshold) == ("router", 1.5)
+        # What cross-validation expects is measured at the router's own threshold, not a fitted one.
+        assert explicit.HasField("expected_fallback_recall") and explicit.examples == 5
         plain = created["plain"].no_match
         assert plain.threshold_source == "checkpoint" and not plain.HasField("expected_fallback_recall")
         # Examples alone can only lower the default (so that they stay matched), never raise it.

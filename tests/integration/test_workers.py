@@ -57,12 +57,12 @@ def test_two_workers_share_the_port_and_stop_together() -> None:
         time.sleep(1.5)
         for _ in range(4):  # several connections: whichever worker takes one answers for both
             text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10).text
-            ok = {
-                s.labels["worker"]: s.value
-                for family in text_string_to_metric_families(text)
-                for s in family.samples
-                if s.name == "taskrouter_requests_total" and s.labels["outcome"] == "OK"
-            }
+            ok: dict[str, float] = {}  # per worker, summed over its series (tasks differ by prompt)
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "taskrouter_requests_total" and sample.labels["outcome"] == "OK":
+                        worker = sample.labels["worker"]
+                        ok[worker] = ok.get(worker, 0.0) + sample.value
             assert set(ok) == {str(pid) for pid in workers} and sum(ok.values()) == 240, ok
 
         proc.send_signal(signal.SIGTERM)

@@ -115,3 +115,20 @@ def test_the_background_corpus_is_broad_and_clean() -> None:
     prompts = background_prompts()
     assert len(prompts) >= 400 and len(set(prompts)) == len(prompts)
     assert all(p.strip() == p and p for p in prompts)
+
+
+def test_the_sorted_sweep_finds_what_a_brute_force_sweep_finds() -> None:
+    from models.nomatch import _IN_SCOPE_WEIGHT, _balanced_best
+
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        pos, neg = rng.normal(1.0, 1.0, 40), rng.normal(-0.5, 1.0, 25)
+        right = rng.random(40) > 0.2
+        values = np.unique(np.concatenate([pos, neg]))
+        candidates = np.concatenate([[values[0] - 1e-3], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-3]])
+        scores = [
+            (_IN_SCOPE_WEIGHT * ((pos >= c) & right).mean() + (neg < c).mean()) / (_IN_SCOPE_WEIGHT + 1)
+            for c in candidates
+        ]
+        expected = candidates[int(np.flatnonzero(np.array(scores) >= max(scores) - 1e-9)[0])]
+        assert _balanced_best(pos, right, neg) == pytest.approx(expected)

@@ -70,6 +70,26 @@ def test_good_definition_round_trips() -> None:
     assert parse_router(spec.to_dict(), CATALOG) == spec
 
 
+def test_no_match_fields_round_trip_and_a_bare_threshold_stays_a_cosine() -> None:
+    """context, criterion and fallback_examples survive to_dict (what the state file stores); a
+    threshold set without a criterion is read in similarity units, as before criteria existed."""
+    raw = {
+        **copy.deepcopy(GOOD),
+        "context": "conversation",
+        "criterion": "calibrated",
+        "threshold": 1.5,
+        "fallback_examples": ["what's the weather", "tell me a joke"],
+    }
+    spec = parse_router(raw, CATALOG)
+    assert (spec.context, spec.criterion, spec.threshold) == ("conversation", "calibrated", 1.5)
+    assert spec.fallback_examples == ("what's the weather", "tell me a joke")
+    assert parse_router(json.loads(json.dumps(spec.to_dict())), CATALOG) == spec
+    assert spec.resolved_criterion("similarity") == "calibrated"
+    bare = parse_router({**copy.deepcopy(GOOD), "threshold": 0.3}, CATALOG)
+    assert bare.criterion is None and bare.resolved_criterion("calibrated") == "similarity"
+    assert parse_router(copy.deepcopy(GOOD), CATALOG).resolved_criterion("calibrated") == "calibrated"
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -98,6 +118,11 @@ def test_good_definition_round_trips() -> None:
         (broken("policies.0.custom_task.name", "bad name!"), "is not a valid name"),
         (broken("name", ""), "name '' is not a valid name"),
         (broken("threshold", 3), "threshold is 3; use a number in [-1, 1]"),
+        (broken("threshold", float("nan")), "threshold is nan; use a number in [-1, 1]"),
+        (broken("criterion", "margin"), "criterion is 'margin'; allowed: calibrated, similarity"),
+        (broken("context", "all"), "context is 'all'; allowed: latest_turn, conversation"),
+        (broken("fallback_examples", "one"), "fallback_examples must be a list"),
+        (broken("fallback_examples", ["ok", " "]), "fallback_examples[1] must be a non-empty string"),
         (broken("policies.0.custom_task.examples", "one"), "examples must be a list"),
         (broken("polices", [1]), "unknown keys ['polices']"),
         ("not a mapping", "definition must be a mapping"),

@@ -43,7 +43,7 @@ export async function classifyPrompt() {
     value: s.similarity,
     text: `${s.similarity.toFixed(3)} · p=${s.score.toFixed(2)}`,
     color: s.task === result.task ? "#2463eb" : "#a5b4d4",
-  })), { min: low, max: 1, marker: cut, markerLabel: `threshold ${result.threshold.toFixed(2)} ${result.criterion} · this prompt ${result.criterion_value.toFixed(2)}`, format: (v) => v.toFixed(3) });
+  })), { min: low, max: Math.max(1, cut), marker: cut, markerLabel: `threshold ${result.threshold.toFixed(2)} ${result.criterion} · this prompt ${result.criterion_value.toFixed(2)}`, format: (v) => v.toFixed(3) });
   $("#pg-candidates tbody").replaceChildren(...result.candidates.map((c, i) => {
     const latency = c.measured_ttft_ms ?? c.measured_latency_ms;
     return el("tr", {},

@@ -22,7 +22,7 @@ export function renderRouterList() {
   );
 }
 
-/** "calibrated >= 3.00 (fitted; expected fallback P 0.95 / R 0.90), latest_turn" */
+/** "calibrated >= 0.90 (fitted; expected fallback P 0.95 / R 0.90), latest_turn" */
 export function noMatchText(nm) {
   if (!nm) return "";
   const pr = nm.expected_fallback_precision === null || nm.expected_fallback_precision === undefined
@@ -76,7 +76,9 @@ export function openForm(router) {
   form.elements.threshold.value = router && router.config.threshold !== undefined ? router.config.threshold : "";
   form.elements.max_cost_usd.value = router && router.config.max_cost_usd !== undefined ? router.config.max_cost_usd : "";
   form.elements.context.value = (router && router.config.context) || "";
-  form.elements.criterion.value = (router && router.config.criterion) || "";
+  // The criterion in force, not only the one the definition names: a threshold typed here is then
+  // read in the units the router already uses (a threshold sent without a criterion is a cosine).
+  form.elements.criterion.value = (router && (router.config.criterion || router.no_match.criterion)) || "";
   form.elements.fallback_examples.value = ((router && router.config.fallback_examples) || []).join("\n");
   $("#form-no-match").textContent = router ? `Now: ${noMatchText(router.no_match)}` : "";
   $("#tasks").replaceChildren();
