@@ -154,10 +154,6 @@ class Engine:
         return self.model.config.temperature
 
     @property
-    def default_threshold(self) -> float:
-        return self.model.config.threshold
-
-    @property
     def config(self) -> ClassifierConfig:
         return self.model.config
 

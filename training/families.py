@@ -85,8 +85,8 @@ def with_ood_fallback(
     own = target.rows(split)
     wanted = round(share * sum(1 for e in own if e.label != FALLBACK))
     rng = random.Random(f"{seed}:{target.name}:{split}")
-    pools = [[e for e in d.rows(split, with_fallback=False)] or d.rows("test", False) for d in donors]
-    pools = [p for p in pools if p]
+    # Same split only: a donor's val prompts must never reappear as another set's test rows.
+    pools = [p for p in (d.rows(split, with_fallback=False) for d in donors) if p]
     extra: list[Example] = []
     for i, pool in enumerate(pools):
         take = wanted // len(pools) + (1 if i < wanted % len(pools) else 0)

@@ -201,11 +201,14 @@ def fitted_threshold(
     default: float,
     fallback_examples: int = 20,
     seed: int = 0,
+    split: str = "test",
 ) -> Fit:
     """What the server fits for a router carrying the view's examples plus `fallback_examples`
-    fallback prompts, drawn (seeded) from the set's val fallback rows."""
+    fallback prompts, drawn (seeded) from the set's val fallback rows (train's when val is what is
+    scored, so that no scored row is one the fit saw)."""
     rng = random.Random(seed)
-    pool = [e.text for e in taxonomy.rows("val") if e.label == FALLBACK]
+    source = "train" if split == "val" else "val"
+    pool = [e.text for e in taxonomy.rows(source) if e.label == FALLBACK]
     chosen = rng.sample(pool, min(fallback_examples, len(pool)))
     negatives = (
         embedder.texts(chosen, side="prompt")
@@ -261,12 +264,14 @@ def decisions(
     out: dict[str, dict[str, float]] = {}
     for criterion in criteria:
         default = model.config.default_threshold(criterion)
-        fit = fitted_threshold(embedder, taxonomy, scored.view, background, criterion, default)
+        fit = fitted_threshold(embedder, taxonomy, scored.view, background, criterion, default, split=split)
         for how, t in (("default", default), ("fitted", fit.threshold)):
             m = open_metrics(
                 scored.sims, scored.labels, scored.view.tasks, criterion, scored.view.calibration, t
             )
-            out[f"{criterion}@{how}"] = {"threshold": round(t, 4), **{k: round(v, 4) for k, v in m.items()}}
+            # NaN (e.g. in-scope accuracy of a set with no in-scope rows) becomes None: valid JSON.
+            values = {k: (round(v, 4) if v == v else None) for k, v in m.items()}
+            out[f"{criterion}@{how}"] = {"threshold": round(t, 4), **values}
     return out
 
 
