@@ -176,14 +176,16 @@ class Engine:
         ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
         return self.model.encode_tasks(ids, mask) if tasks else self.model.encode_prompts(ids, mask)
 
-    def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+    def _rows(self, texts: Sequence[str]) -> list[list[int]]:
         # Same tokenization path as prompts: a fast tokenizer mutates shared state when truncation
         # settings change between calls, which breaks ("Already borrowed") under concurrent use.
-        rows = [self.prepare([ChatMessage("user", text)]).input_ids for text in texts]
-        return self._embed(rows, tasks=True)
+        return [self.prepare([ChatMessage("user", text)]).input_ids for text in texts]
+
+    def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return self._embed(self._rows(texts), tasks=True)
 
     def _encode_prompts(self, texts: Sequence[str], batch: int = 64) -> np.ndarray:
-        rows = [self.prepare([ChatMessage("user", text)]).input_ids for text in texts]
+        rows = self._rows(texts)
         chunks = [self._embed(rows[i : i + batch]).float().cpu() for i in range(0, len(rows), batch)]
         return torch.cat(chunks).numpy() if chunks else np.zeros((0, self.model.dim), np.float32)
 
@@ -205,8 +207,7 @@ class Engine:
     ) -> CompiledTasks:
         """Prototypes, background calibration and the fitted threshold of one router version (with
         `fixed`, the router's own threshold, only what cross-validation expects of it)."""
-        descriptions = self._encode_texts([t.description for t in tasks])
-        examples = [self._encode_texts(t.examples) if t.examples else None for t in tasks]
+        descriptions, examples = self._task_embeddings(tasks)
         prototypes = self.model.task_prototypes(descriptions, examples)
         background = self.background()
         calibration = calibrate(prototypes.float().cpu().numpy(), background)
@@ -225,12 +226,15 @@ class Engine:
         )
         return CompiledTasks(prototypes, calibration, fit)
 
+    def _task_embeddings(self, tasks: Sequence[TaskText]) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """(description embeddings [T, D], each task's example embeddings or None)."""
+        descriptions = self._encode_texts([t.description for t in tasks])
+        return descriptions, [self._encode_texts(t.examples) if t.examples else None for t in tasks]
+
     @torch.inference_mode()
     def task_prototypes(self, tasks: Sequence[TaskText]) -> torch.Tensor:
-        """Prototypes [T, D] on the device; computed once per router version and cached by the caller."""
-        descriptions = self._encode_texts([t.description for t in tasks])
-        examples = [self._encode_texts(t.examples) if t.examples else None for t in tasks]
-        return self.model.task_prototypes(descriptions, examples)
+        """Prototypes [T, D] on the device, without calibration or fit (tests and benchmarks)."""
+        return self.model.task_prototypes(*self._task_embeddings(tasks))
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[PromptInput], prototypes: Sequence[torch.Tensor]) -> list[np.ndarray]:

@@ -55,18 +55,28 @@ def task_prototypes(
     """Prototypes [T, D] as the server builds them: descriptions, plus `shots` train prompts per task
     (drawn with `seed`) standing in for the examples an operator would write."""
     descriptions = embed(model, tokenizer, as_user([t.description for t in taxonomy.tasks]), side="task")
-    examples: list[torch.Tensor | None] = []
+    examples = [
+        embed(model, tokenizer, as_user(chosen), side="task") if chosen else None
+        for chosen in task_examples(taxonomy, shots, seed)
+    ]
+    return model.task_prototypes(descriptions, examples)
+
+
+def task_examples(taxonomy: Taxonomy, shots: int, seed: int = 0) -> list[list[str]]:
+    """Each task's example prompts: its own, plus `shots` train prompts (drawn with `seed`) standing
+    in for the examples an operator would write."""
     rng = random.Random(seed)
     pool: dict[str, list[str]] = {}
     for row in taxonomy.rows("train", with_fallback=False):
         pool.setdefault(row.label, []).append(row.text)
+    out = []
     for task in taxonomy.tasks:
         chosen = list(task.examples)
         if shots:
             candidates = pool.get(task.name, [])
             chosen += rng.sample(candidates, min(shots, len(candidates)))
-        examples.append(embed(model, tokenizer, as_user(chosen), side="task") if chosen else None)
-    return model.task_prototypes(descriptions, examples)
+        out.append(chosen)
+    return out
 
 
 def score(

@@ -40,6 +40,7 @@ from models.nomatch import (
 )
 from training.data import FALLBACK, Taxonomy, ensure_val_split, load_taxonomies
 from training.encode import as_user, embed
+from training.evaluate import task_examples
 from training.families import FAMILIES, OOD_DONORS, family_of, with_ood_fallback, with_preamble
 
 
@@ -92,19 +93,10 @@ def router_view(
     """Prototypes as the server builds them, with `shots` train prompts per task standing in for
     the examples an operator would write."""
     descriptions = embedder.texts([t.description for t in taxonomy.tasks])
-    rng = random.Random(seed)
-    pool: dict[str, list[str]] = {}
-    for row in taxonomy.rows("train", with_fallback=False):
-        pool.setdefault(row.label, []).append(row.text)
-    examples = []
-    for task in taxonomy.tasks:
-        chosen = list(task.examples)
-        if shots:
-            candidates = pool.get(task.name, [])
-            chosen += rng.sample(candidates, min(shots, len(candidates)))
-        examples.append(
-            embedder.texts(chosen) if chosen else np.zeros((0, descriptions.shape[1]), np.float32)
-        )
+    examples = [
+        embedder.texts(chosen) if chosen else np.zeros((0, descriptions.shape[1]), np.float32)
+        for chosen in task_examples(taxonomy, shots, seed)
+    ]
     prototypes = _prototypes(embedder.model, descriptions, examples)
     return RouterView(
         taxonomy.task_names, prototypes, calibrate(prototypes, background), examples, descriptions
