@@ -6,6 +6,7 @@ where the server's time went (tokenisation, queueing, inference).
     python -m loadtests.bench_classify --target HOST:PORT             # measures a running server
     python -m loadtests.bench_classify --rates 50 100 200             # add open-loop runs
     python -m loadtests.bench_classify --compare-batching             # c=32 with batching on vs off
+    python -m loadtests.bench_classify --batch-rows 256               # saturation with ClassifyBatch
 
 Closed loop: `concurrency` callers each send the next request when the last one answers (what a
 gateway with a fixed connection pool does). Open loop: requests start on a fixed schedule whatever
@@ -187,6 +188,44 @@ async def open_loop(
     return sample
 
 
+async def batch_saturation(
+    stubs: list[pb_grpc.TaskRouterStub],
+    reqs: list[pb.ClassifyRequest],
+    rows: int,
+    concurrency: int,
+    duration_s: float,
+) -> str:
+    """Closed loop of ClassifyBatch calls of `rows` prompts each: prompts per second at saturation."""
+    batch = pb.ClassifyBatchRequest(requests=[reqs[i % len(reqs)] for i in range(rows)])
+    calls: list[float] = []
+    rejected = 0
+    deadline = time.perf_counter() + duration_s
+
+    async def caller(k: int) -> None:
+        nonlocal rejected
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                await stubs[k % len(stubs)].ClassifyBatch(batch)
+                calls.append((time.perf_counter() - started) * 1e3)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                rejected += 1
+                await asyncio.sleep(BACKOFF_S)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(caller(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    if not calls:
+        return f"ClassifyBatch x{rows} c={concurrency}: no answers ({rejected} rejected)"
+    return (
+        f"ClassifyBatch x{rows} c={concurrency}: {len(calls) * rows / elapsed:9.1f} prompts/s"
+        f"  call p50 {percentile(calls, 0.5):8.2f}  p99 {percentile(calls, 0.99):8.2f} ms"
+        + (f"  rejected {rejected}" if rejected else "")
+    )
+
+
 async def run(target: str, args: argparse.Namespace) -> list[Sample]:
     results = []
     # One channel is one TCP connection; with --workers N the kernel spreads connections, not
@@ -202,6 +241,11 @@ async def run(target: str, args: argparse.Namespace) -> list[Sample]:
             for i, req in enumerate(reqs[: max(20, 2 * len(stubs))]):  # warm every connection
                 await stubs[i % len(stubs)].Classify(req)
             print(f"\n{target}: {tokens}-token prompts, {len(stubs)} channel(s)")
+            if args.batch_rows:
+                for concurrency in args.concurrency:
+                    line = await batch_saturation(stubs, reqs, args.batch_rows, concurrency, args.duration_s)
+                    print(line, flush=True)
+                continue
             for concurrency in args.concurrency:
                 sample = await closed_loop(stubs, reqs, concurrency, args.duration_s)
                 print(sample.row(f"closed c={concurrency}"), flush=True)
@@ -225,6 +269,12 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=10.0, help="per concurrency or rate")
     parser.add_argument(
         "--channels", type=int, default=1, help="gRPC connections (several reach every worker)"
+    )
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=0,
+        help="instead: closed loop of ClassifyBatch calls of this many prompts",
     )
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for the started server")
     parser.add_argument(

@@ -3,6 +3,8 @@
     config.json          ClassifierConfig (names the base encoder)
     metadata.json        free-form facts: what it was trained on, metrics, calibrated threshold
     weights.safetensors  optional: only the tensors that differ from the base encoder's weights
+    task_head.json       optional: the descriptions a retrained checkpoint learned task vectors for
+                         (the vectors are the `task_head` tensor of weights.safetensors, one row each)
 
 Storing only the difference keeps a fine-tuned checkpoint small enough for git, while the base
 weights come from a package (or path) named in config.json. A changed pretrained tensor may be
@@ -32,6 +34,8 @@ PLAIN_CHECKPOINT = CHECKPOINTS / "minilm-base"
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "weights.safetensors"
+TASK_HEAD_FILE = "task_head.json"
+TASK_HEAD = "task_head"  # the tensor [T, D]; training registers it as a parameter of that name
 DELTA = ".delta"
 
 
@@ -54,6 +58,15 @@ def load_checkpoint(
     weights = directory / WEIGHTS_FILE
     if weights.is_file():
         state = load_file(str(weights))
+        head = state.pop(TASK_HEAD, None)
+        if head is not None:
+            descriptions = json.loads((directory / TASK_HEAD_FILE).read_text())
+            if len(descriptions) != len(head):
+                raise ValueError(
+                    f"{directory}: {len(descriptions)} descriptions for {len(head)} task vectors"
+                )
+            vectors = torch.nn.functional.normalize(head.float(), dim=-1)
+            model.learned_tasks = dict(zip(descriptions, vectors, strict=True))
         current = model.state_dict()
         for key in [k for k in state if k.endswith(DELTA)]:
             name = key.removesuffix(DELTA)
@@ -93,6 +106,16 @@ def save_checkpoint(
     (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     (directory / METADATA_FILE).write_text(json.dumps(metadata or {}, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    head_descriptions = getattr(model, "head_descriptions", None)
+    if TASK_HEAD in state:
+        if not head_descriptions:
+            raise ValueError("a task_head needs model.head_descriptions (one description per row)")
+        (directory / TASK_HEAD_FILE).write_text(json.dumps(list(head_descriptions), indent=1) + "\n")
+    elif model.learned_tasks:  # loaded with learned vectors: write them back out
+        state[TASK_HEAD] = torch.stack(list(model.learned_tasks.values())).cpu().contiguous()
+        (directory / TASK_HEAD_FILE).write_text(json.dumps(list(model.learned_tasks), indent=1) + "\n")
+    elif (directory / TASK_HEAD_FILE).exists():
+        (directory / TASK_HEAD_FILE).unlink()
     if base_state is not None:
         state = {
             k: v for k, v in state.items() if k not in base_state or not torch.equal(v, base_state[k].cpu())

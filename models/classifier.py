@@ -5,11 +5,15 @@ between the prompt and the task's prototype. Task prototypes are computed once p
 request costs one encoder pass plus a [1, D] x [D, T] product, whatever the number of tasks, and a
 new taxonomy needs no new weights. The mixture-of-experts classifier keeps this interface:
 `encode_prompts`, `encode_tasks`, `task_prototypes`, `similarity`.
+
+A checkpoint retrained on one taxonomy may also carry *learned task vectors* (a classification head
+over the prototypes, `learned_tasks`): for a task whose description is exactly one it was trained
+on, the learned vector stands in for the description's embedding; any other task reads as usual.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -29,6 +33,9 @@ class TaskClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.config = config
+        # Description text -> unit vector [D] learned for it (a retrained taxonomy's head); see
+        # `describe`. Empty for general checkpoints.
+        self.learned_tasks: dict[str, torch.Tensor] = {}
         self.moe_layers: list[MoEFeedForward] = []
         if config.moe_layers:
             self.moe_layers = upcycle(
@@ -102,6 +109,8 @@ class TaskClassifier(nn.Module):
         Inputs are token ids, or with `start > 0` token states after that many layers.
         A single forward for both sides, so DistributedDataParallel sees (and syncs) every use.
         """
+        for moe in self.moe_layers:  # only this step's balance: an evaluation in between leaves its own
+            moe.aux_losses = []
         if start:
             p_emb = self.encode_upper(prompts, prompt_mask, start)
             t_emb = self.encode_upper(tasks, task_mask, start)
@@ -119,6 +128,17 @@ class TaskClassifier(nn.Module):
         if not losses:
             return torch.zeros(())
         return torch.stack(losses).mean()
+
+    def describe(self, texts: Sequence[str], embeddings: torch.Tensor) -> torch.Tensor:
+        """Description embeddings [T, D] with the learned vector in place of each description this
+        checkpoint learned one for (exact text match); unchanged without learned tasks."""
+        if not self.learned_tasks or not any(t in self.learned_tasks for t in texts):
+            return embeddings
+        out = embeddings.clone()
+        for i, text in enumerate(texts):
+            if text in self.learned_tasks:
+                out[i] = self.learned_tasks[text].to(device=out.device, dtype=out.dtype)
+        return out
 
     def task_prototypes(
         self, descriptions: torch.Tensor, examples: list[torch.Tensor | None]

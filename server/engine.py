@@ -228,7 +228,8 @@ class Engine:
 
     def _task_embeddings(self, tasks: Sequence[TaskText]) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """(description embeddings [T, D], each task's example embeddings or None)."""
-        descriptions = self._encode_texts([t.description for t in tasks])
+        texts = [t.description for t in tasks]
+        descriptions = self.model.describe(texts, self._encode_texts(texts))
         return descriptions, [self._encode_texts(t.examples) if t.examples else None for t in tasks]
 
     @torch.inference_mode()

@@ -5,6 +5,7 @@
     python -m training.cli evaluate --checkpoint DIR --tasks tasks.json --data labelled.jsonl [--shots 5]
     python -m training.cli evaluate --checkpoint DIR --set banking77_oos --report reports/b77oos
     python -m training.cli loto     --out runs/loto            # leave-one-taxonomy-out table
+    python -m training.cli lofo     --out runs/lofo            # leave-one-family-out table (resumable)
     python -m training.cli openset  --checkpoint DIR --out DIR # fallback / preamble / fitted table
     torchrun --nproc_per_node 2 -m training.cli train ...      # data-parallel (DDP)
 
@@ -69,8 +70,14 @@ def _file_taxonomy(tasks: Path, data: Path, name: str) -> Taxonomy:
 def _fit_and_save(
     cfg: TrainConfig, sets: list[Taxonomy], out: Path, half_deltas: bool = False
 ) -> dict[str, Any]:
-    model, _, summary = train(cfg, sets)
+    # Resumable: the resume point sits beside the checkpoint; an interrupted run continues there.
+    model, _, summary = train(cfg, sets, run_dir=out.with_name(out.name + ".state"))
     if _distributed()[0] != 0:
+        return summary
+    if not summary["finished"]:
+        print(
+            f"stopped at step {summary['steps']} of {cfg.max_steps}; run the same command again to continue"
+        )
         return summary
     model.config = replace(model.config, threshold=round(summary["threshold"], 4))
     metadata = {
@@ -89,6 +96,10 @@ def _fit_and_save(
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    if args.sets == ["shipped"]:
+        from training.lofo import training_pool
+
+        args.sets = training_pool()
     sets = load_taxonomies(args.sets)
     _fit_and_save(_train_config(args, {"sets": args.sets}), sets, args.out, args.half_deltas)
 
@@ -157,6 +168,28 @@ def cmd_loto(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_lofo(args: argparse.Namespace) -> None:
+    from training import lofo
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.tables_only:
+        print(lofo.tables(args.out, args.shots))
+        return
+    if args.alphas:
+        trained = tuple(v for v in args.variants if v != "plain")
+        lofo.interpolate(args.out, tuple(args.alphas), trained, args.shots, args.test_limit)
+        return
+    lofo.run(
+        _train_config(args, {"protocol": "lofo"}),
+        args.out,
+        tuple(args.families or lofo.FAMILIES),
+        tuple(args.variants),
+        args.shots,
+        args.test_limit,
+    )
+
+
 def cmd_openset(args: argparse.Namespace) -> None:
     from models.nomatch import background_prompts
     from training import openset
@@ -188,7 +221,12 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m training.cli", description=__doc__.splitlines()[0])
     sub = root.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train on several taxonomies (prompts to descriptions in general)")
-    p.add_argument("--sets", nargs="+", required=True)
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        required=True,
+        help="set names, or `shipped`: every set that may train shipped weights",
+    )
     _add_train_flags(p)
     p.set_defaults(run=cmd_train)
     p = sub.add_parser("retrain", help="train on a new taxonomy: task file + labelled JSONL")
@@ -220,6 +258,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-limit", type=int, help="score a seeded sample of this many test rows per set")
     _add_train_flags(p)
     p.set_defaults(run=cmd_loto)
+    p = sub.add_parser(
+        "lofo", help="leave-one-family-out table: plain vs MoE vs no-experts, resumable, one fold at a time"
+    )
+    p.add_argument("--families", nargs="*", help="folds to run (default: every family)")
+    p.add_argument("--variants", nargs="+", default=["plain", "moe", "dense"], help="plain, moe, dense")
+    p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--test-limit", type=int, default=1000, help="seeded sample of test rows per set")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--tables-only", action="store_true", help="print the tables from --out and stop")
+    p.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        help="instead of training: score finished folds' models interpolated towards the base by these",
+    )
+    _add_train_flags(p)
+    p.set_defaults(run=cmd_lofo)
     p = sub.add_parser("openset", help="open-world table: fallback, agent preambles, fitted thresholds")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--sets", nargs="*", help="held-out sets (default: every shared set but banking77)")

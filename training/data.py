@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,11 @@ from models import ChatMessage
 FALLBACK = "fallback"
 SPLITS = ("train", "val", "test")
 PROJECT_DATA = Path(__file__).resolve().parent / "data"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the checkout; TASKROUTER_SHARED_DATA points elsewhere (e.g. on a GPU machine
+# that received a bundle of it, scripts/gpu_check.sh).
+SHARED_DATA = Path(
+    os.environ.get("TASKROUTER_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 @dataclass(frozen=True)

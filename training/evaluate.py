@@ -54,7 +54,8 @@ def task_prototypes(
 ) -> torch.Tensor:
     """Prototypes [T, D] as the server builds them: descriptions, plus `shots` train prompts per task
     (drawn with `seed`) standing in for the examples an operator would write."""
-    descriptions = embed(model, tokenizer, as_user([t.description for t in taxonomy.tasks]), side="task")
+    texts = [t.description for t in taxonomy.tasks]
+    descriptions = model.describe(texts, embed(model, tokenizer, as_user(texts), side="task"))
     examples = [
         embed(model, tokenizer, as_user(chosen), side="task") if chosen else None
         for chosen in task_examples(taxonomy, shots, seed)

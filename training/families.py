@@ -65,8 +65,9 @@ OOD_DONORS: dict[str, tuple[str, ...]] = {
     "tools_code": ("banking77", "dstc11_insurance", "sgd_leisure", "trec_qc_coarse"),
 }
 
-# Of the public sets, these may not train shipped weights (licence: evaluation only).
-EVALUATION_ONLY = ("trec_qc_coarse", "trec_qc_fine")
+# Of the public sets, these may not train shipped weights: the TREC sets are for evaluation only,
+# and p3_task_types' mixed source terms allow evaluation and internal training, not shipped weights.
+NOT_FOR_WEIGHTS = ("trec_qc_coarse", "trec_qc_fine", "p3_task_types")
 
 
 def family_of(name: str) -> str:

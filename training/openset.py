@@ -92,7 +92,9 @@ def router_view(
 ) -> RouterView:
     """Prototypes as the server builds them, with `shots` train prompts per task standing in for
     the examples an operator would write."""
-    descriptions = embedder.texts([t.description for t in taxonomy.tasks])
+    texts = [t.description for t in taxonomy.tasks]
+    learned = embedder.model.describe(texts, torch.from_numpy(embedder.texts(texts)))
+    descriptions = learned.numpy()
     examples = [
         embedder.texts(chosen) if chosen else np.zeros((0, descriptions.shape[1]), np.float32)
         for chosen in task_examples(taxonomy, shots, seed)

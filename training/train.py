@@ -1,15 +1,25 @@
 """Contrastive training that teaches the classifier to match prompts to task descriptions in general.
 
-Each step draws prompts from many taxonomies at once. A prompt's candidates are its own task's
-description (the positive), hard negatives (the descriptions of its own taxonomy most similar to
-the positive, by the base encoder) and every other candidate in the batch (in-batch negatives);
-candidates from other taxonomies that say nearly the same thing as the positive are masked, since
-"weather_query" and "GetWeather" are not really negatives. Loss: cross-entropy over the candidates
-at a fixed scale, plus the experts' load-balancing loss. Validation is zero-shot accuracy on the
-validation splits (descriptions only); training stops early when it stops improving, and the best
-state is kept. The embeddings and the lower `frozen_layers` encoder layers stay frozen (the experts sit
-above them): they run once per step without autograd, and their outputs for descriptions and
-validation prompts are computed once and kept, so a CPU step costs what the top layers cost.
+Each step draws prompts from a few taxonomies (so that in-batch negatives are real neighbours),
+taxonomies in proportion to the square root of their size with a per-task cap, so no large set
+dominates. A prompt's candidates are its own task's description (the positive), hard negatives (the
+descriptions of its own taxonomy most similar to the positive, by the current model: refreshed at
+every evaluation) and every other candidate in the batch (in-batch negatives); candidates from other
+taxonomies that say nearly the same thing as the positive are masked, since "weather_query" and
+"GetWeather" are not really negatives. A share of the candidates is written as the task's name
+instead of its description (operators write both styles). Loss: cross-entropy over the candidates
+at a fixed scale, plus the experts' load-balancing loss.
+
+Validation is zero-shot accuracy (descriptions only) on the `val_sets`' validation splits. For
+model selection that transfers, pass held-out *families* there (training/loto.py does) and keep the
+last state; early stopping on the training sets' own validation split picks models that do not
+transfer. With a `run_dir`, every evaluation writes a resume point (trainable weights, optimizer,
+schedule, sampler position, RNG states, history) and a snapshot of the trainable weights, and a
+call with the same `run_dir` continues from the last one.
+
+The embeddings and the lower `frozen_layers` encoder layers stay frozen (the experts sit above
+them): they run once per step without autograd, and their outputs for descriptions and validation
+prompts are computed once and kept, so a CPU step costs what the top layers cost.
 Seeded and reproducible; `torchrun --nproc_per_node N -m training.cli train ...`
 runs it data-parallel with DistributedDataParallel (NCCL on CUDA, gloo on CPU).
 """
@@ -23,6 +33,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,8 +44,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from models import PLAIN_CHECKPOINT, TaskClassifier, load_checkpoint
+from models.checkpoint import TASK_HEAD
 from training.data import Taxonomy, ensure_val_split
-from training.encode import as_user, collate, embed, token_rows
+from training.encode import as_user, collate, token_rows
 from training.evaluate import pick_threshold, score
 
 log = logging.getLogger(__name__)
@@ -53,6 +65,10 @@ class TrainConfig:
     # Fine-tune the pretrained weights too (best for retraining on one taxonomy; the checkpoint
     # then stores them). Off: only gates and experts train, and the checkpoint stays a few MB.
     train_base: bool = False
+    # Retraining on one taxonomy: also learn one vector per task (a classification head over the
+    # prototypes, initialised from the description embeddings), saved with the checkpoint and used
+    # in place of those exact descriptions at serving time (models/classifier.py `describe`).
+    task_head: bool = False
     # The embeddings and this many lower encoder layers stay frozen (the experts sit above them):
     # they run without autograd, and their outputs for texts that recur (descriptions, validation
     # prompts) are computed once, which makes a CPU step several times cheaper. 0 = train through all.
@@ -61,8 +77,14 @@ class TrainConfig:
     lr: float = 1e-3
     base_lr: float = 3e-5
     batch_size: int = 32
+    taxonomies_per_batch: int = 4  # a batch = this many taxonomies' prompts; 0: one draw per prompt
     hard_negatives: int = 4
+    refresh_hard: bool = True  # hard negatives from the current model at each evaluation
+    name_descriptions: float = 0.15  # share of candidates written as the task's name
     max_steps: int = 1000
+    # Stop after this many steps in this call (0: run to max_steps). With a run_dir, the next call
+    # continues where this one stopped: long runs in slices on a machine lent for a while.
+    stop_after: int = 0
     warmup_steps: int = 50
     eval_every: int = 100
     patience: int = 4
@@ -220,7 +242,12 @@ class _Sampler:
 
     def batch(self) -> tuple[list[list[int]], list[tuple[int, int]], list[list[tuple[int, int]]]]:
         """(prompt token rows, positive (taxonomy, task) per prompt, hard negatives per prompt)."""
-        picks = self.rng.choices(range(len(self.rows)), weights=self.weights, k=self.cfg.batch_size)
+        size, groups = self.cfg.batch_size, self.cfg.taxonomies_per_batch
+        if groups:
+            chosen = self.rng.choices(range(len(self.rows)), weights=self.weights, k=min(groups, size))
+            picks = [chosen[i % len(chosen)] for i in range(size)]
+        else:
+            picks = self.rng.choices(range(len(self.rows)), weights=self.weights, k=size)
         prompts, positives, negatives = [], [], []
         for t in picks:
             ids, task = self.rng.choice(self.rows[t])
@@ -231,14 +258,32 @@ class _Sampler:
         return prompts, positives, negatives
 
 
-def _hard_negatives(base_emb: list[torch.Tensor]) -> list[list[list[int]]]:
-    """For each taxonomy and task, the other tasks ordered from most to least similar description."""
+def _hard_negatives(emb: list[torch.Tensor], keep: int) -> list[list[list[int]]]:
+    """For each taxonomy and task, the `keep` other tasks with the most similar descriptions, most
+    similar first."""
     out = []
-    for emb in base_emb:
-        sims = emb @ emb.T
+    for e in emb:
+        sims = e @ e.T
         sims.fill_diagonal_(-2.0)
-        out.append(sims.argsort(dim=1, descending=True)[:, :-1].tolist())
+        out.append(sims.argsort(dim=1, descending=True)[:, : min(keep, len(e) - 1)].tolist())
     return out
+
+
+def label_text(name: str) -> str:
+    """A task name as an operator might write it for a description: 'buses.buy_bus_ticket' ->
+    'buses: buy bus ticket', 'GetWeather' -> 'get weather'."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " ").replace("-", " ")
+    return re.sub(r"\s*\.\s*", ": ", spaced).strip().lower()
+
+
+def _snapshot(model: TaskClassifier) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def _val_sets(
@@ -277,21 +322,42 @@ def _embed_rows(model: TaskClassifier, lower: _Lower, rows: list[list[int]]) -> 
 
 
 @torch.no_grad()
-def _validate(model: TaskClassifier, lower: _Lower, sets: list[_ValSet]) -> dict[str, float]:
-    """Zero-shot closed-set accuracy (descriptions only) on each taxonomy's validation prompts."""
+def _validate(
+    model: TaskClassifier, lower: _Lower, sets: list[_ValSet], heads: dict[str, torch.Tensor] | None = None
+) -> dict[str, float]:
+    """Zero-shot closed-set accuracy (descriptions only, or a taxonomy's learned task vectors in
+    `heads`) on each taxonomy's validation prompts."""
     model.eval()
     result = {}
     for val in sets:
-        sims = _embed_rows(model, lower, val.prompts) @ _embed_rows(model, lower, val.descriptions).T
+        if heads and val.name in heads:
+            tasks = nn.functional.normalize(heads[val.name].detach().float().cpu(), dim=-1)
+        else:
+            tasks = _embed_rows(model, lower, val.descriptions)
+        sims = _embed_rows(model, lower, val.prompts) @ tasks.T
         result[val.name] = float((sims.argmax(dim=1) == val.labels).float().mean())
     model.train()
     return result
 
 
+def _description_embeddings(
+    model: TaskClassifier, lower: _Lower, desc_rows: list[list[list[int]]]
+) -> list[torch.Tensor]:
+    model.eval()
+    with torch.no_grad():
+        out = [_embed_rows(model, lower, [r[0] for r in rows]) for rows in desc_rows]
+    model.train()
+    return out
+
+
 def train(
-    cfg: TrainConfig, train_sets: list[Taxonomy], val_sets: list[Taxonomy] | None = None
+    cfg: TrainConfig,
+    train_sets: list[Taxonomy],
+    val_sets: list[Taxonomy] | None = None,
+    run_dir: Path | None = None,
 ) -> tuple[TaskClassifier, PreTrainedTokenizerBase, dict[str, Any]]:
-    """Train and return (best model, tokenizer, summary); only rank 0's summary is complete."""
+    """Train and return (best model, tokenizer, summary); only rank 0's summary is complete.
+    With `run_dir`, resumable (see the module doc) and snapshots at every evaluation."""
     rank, world, local_rank = _distributed()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -307,31 +373,47 @@ def train(
 
     model, tokenizer = build_model(cfg)
     model.to(device)
-    # Hard negatives and the cross-taxonomy mask come from the starting model's view of descriptions.
-    model.eval()
-    start_emb = [
-        embed(model, tokenizer, as_user([t.description for t in tax.tasks]), side="task")
+    pad = tokenizer.pad_token_id or 0
+    lower = _Lower(model, cfg.frozen_layers, pad, device)
+    desc_len = model.config.max_seq_len  # descriptions are few and kept, so never clipped short
+    # Per task: [its description, its name as text]; the name is the other description style.
+    desc_rows = [
+        [
+            [d, n]
+            for d, n in zip(
+                token_rows(tokenizer, as_user([t.description for t in tax.tasks]), desc_len),
+                token_rows(tokenizer, as_user([label_text(t.name) for t in tax.tasks]), desc_len),
+                strict=True,
+            )
+        ]
         for tax in train_sets
     ]
-    model.train()
-    hard = _hard_negatives(start_emb)
+    # The cross-taxonomy mask comes from the starting model's view of the descriptions.
+    start_emb = _description_embeddings(model, lower, desc_rows)
+    keep_hard = 2 * cfg.hard_negatives
+    hard = _hard_negatives(start_emb, keep_hard)
     all_emb = torch.cat(start_emb)
     offsets = np.cumsum([0] + [len(e) for e in start_emb]).tolist()
     cross_sim = (all_emb @ all_emb.T).cpu()
-    desc_len = model.config.max_seq_len  # descriptions are few and kept, so never clipped short
-    desc_rows = [
-        token_rows(tokenizer, as_user([t.description for t in tax.tasks]), desc_len) for tax in train_sets
-    ]
     sampler = _Sampler(train_sets, tokenizer, cfg, rng, hard)
-    pad = tokenizer.pad_token_id or 0
-    lower = _Lower(model, cfg.frozen_layers, pad, device)
     val_rows = _val_sets(val_sets, tokenizer, cfg, desc_len)
+    heads: dict[str, torch.Tensor] = {}
+    if cfg.task_head:
+        if len(train_sets) != 1:
+            raise ValueError(
+                f"task_head learns one taxonomy's task vectors; got {len(train_sets)} taxonomies"
+            )
+        model.register_parameter(TASK_HEAD, nn.Parameter(start_emb[0].clone().to(device)))
+        model.head_descriptions = [t.description for t in train_sets[0].tasks]
+        heads[train_sets[0].name] = model.task_head
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    adapter = [p for n, p in model.named_parameters() if p.requires_grad and _is_expert(n)]
-    base = [p for n, p in model.named_parameters() if p.requires_grad and not _is_expert(n)]
+    fast = [p for n, p in model.named_parameters() if p.requires_grad and (_is_expert(n) or n == TASK_HEAD)]
+    base = [
+        p for n, p in model.named_parameters() if p.requires_grad and not (_is_expert(n) or n == TASK_HEAD)
+    ]
     optimizer = torch.optim.AdamW(
-        [{"params": adapter, "lr": cfg.lr}, {"params": base, "lr": cfg.base_lr}], weight_decay=0.01
+        [{"params": fast, "lr": cfg.lr}, {"params": base, "lr": cfg.base_lr}], weight_decay=0.01
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -347,27 +429,43 @@ def train(
         )
 
     history: list[dict[str, Any]] = []
-    best_score, best_state, best_step, stale = -1.0, None, 0, 0
-    started = time.perf_counter()
-    if rank == 0:
-        initial = _validate(model, lower, val_rows)
+    best_score, best_state, best_step, stale, first = -1.0, None, 0, 0, 1
+    losses: list[float] = []
+    aux_losses: list[float] = []
+    resume = run_dir / "resume.pt" if run_dir is not None and rank == 0 and world == 1 else None
+    if resume is not None and resume.exists():
+        saved = torch.load(resume, weights_only=False)
+        model.load_state_dict(saved["trainable"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        rng.setstate(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        np.random.set_state(saved["numpy_rng"])
+        sampler.hard = saved["hard"]
+        history, losses, aux_losses = saved["history"], saved["losses"], saved["aux_losses"]
+        best_score, best_step, stale = saved["best_score"], saved["best_step"], saved["stale"]
+        best_state = {**model.state_dict(), **saved["best_trainable"]}
+        first = saved["step"] + 1
+        log.info("resumed %s at step %d of %d", run_dir, saved["step"], cfg.max_steps)
+    elif rank == 0:
+        initial = _validate(model, lower, val_rows, heads)
         best_score, best_state = (
             float(np.mean(list(initial.values()))),
             {k: v.detach().clone() for k, v in model.state_dict().items()},
         )
         history.append({"step": 0, "val": initial, "val_mean": best_score})
-    bar = tqdm(total=cfg.max_steps, desc="train", disable=not cfg.progress or rank != 0)
-    losses: list[float] = []
-    aux_losses: list[float] = []
-    step = 0
-    for step in range(1, cfg.max_steps + 1):
+    started = time.perf_counter()
+    bar = tqdm(total=cfg.max_steps, initial=first - 1, desc="train", disable=not cfg.progress or rank != 0)
+    step, interrupted = first - 1, False
+    for step in range(first, cfg.max_steps + 1):
         prompts, positives, negatives = sampler.batch()
         columns: dict[tuple[int, int], int] = {}
         for pair in positives + [n for negs in negatives for n in negs]:
             columns.setdefault(pair, len(columns))
         cand = list(columns)
+        styles = [int(rng.random() < cfg.name_descriptions) for _ in cand]
         p_in, p_mask = lower(prompts)
-        t_in, t_mask = lower([desc_rows[t][j] for t, j in cand], keep=True)
+        t_in, t_mask = lower([desc_rows[t][j][v] for (t, j), v in zip(cand, styles, strict=True)], keep=True)
         p_emb, t_emb, aux = net(p_in, p_mask, t_in, t_mask, cfg.frozen_layers)
         logits = cfg.scale * p_emb @ t_emb.T
         global_pos = torch.tensor([offsets[t] + j for t, j in positives])
@@ -379,6 +477,10 @@ def train(
         mask[torch.arange(len(positives)), target] = False
         logits = logits.masked_fill(mask, float("-inf"))
         loss = nn.functional.cross_entropy(logits, target.to(device))
+        if cfg.task_head:  # the head scores every task of the taxonomy, not only the sampled ones
+            head = nn.functional.normalize(model.task_head, dim=-1)
+            tasks = torch.tensor([j for _, j in positives], device=device)
+            loss = loss + nn.functional.cross_entropy(cfg.scale * p_emb @ head.T, tasks)
         total = loss + cfg.aux_weight * aux
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -393,14 +495,16 @@ def train(
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             stop = torch.zeros(1)
             if rank == 0:
-                val = _validate(model, lower, val_rows)
+                val = _validate(model, lower, val_rows, heads)
                 mean = float(np.mean(list(val.values())))
+                elapsed = time.perf_counter() - started
                 history.append(
                     {
                         "step": step,
                         "loss": float(np.mean(losses[-cfg.eval_every :])),
                         "val": val,
                         "val_mean": mean,
+                        "seconds": round(elapsed, 1),
                     }
                 )
                 bar.write(
@@ -413,10 +517,39 @@ def train(
                 else:
                     stale += 1
                 stop[0] = float(stale >= cfg.patience)
+                if cfg.refresh_hard:
+                    sampler.hard = _hard_negatives(
+                        _description_embeddings(model, lower, desc_rows), keep_hard
+                    )
+                if resume is not None:
+                    _checkpoint(
+                        resume,
+                        step,
+                        model,
+                        optimizer,
+                        schedule,
+                        rng,
+                        sampler,
+                        history,
+                        losses,
+                        aux_losses,
+                        best_score,
+                        best_step,
+                        stale,
+                        best_state,
+                    )
             if world > 1:
                 dist.broadcast(stop, src=0)
             if stop.item():
                 break
+        if cfg.stop_after and step - first + 1 >= cfg.stop_after and step < cfg.max_steps:
+            interrupted = True
+            if resume is not None and step % cfg.eval_every:
+                _checkpoint(
+                    resume, step, model, optimizer, schedule, rng, sampler, history,
+                    losses, aux_losses, best_score, best_step, stale, best_state,
+                )  # fmt: skip
+            break
     bar.close()
     summary: dict[str, Any] = {}
     if rank == 0:
@@ -424,20 +557,72 @@ def train(
         if cfg.keep_best:
             model.load_state_dict(best_state)
         model.eval()
+        if cfg.task_head:  # evaluation below and serving read the head through `describe`
+            vectors = nn.functional.normalize(model.task_head.detach().float().cpu(), dim=-1)
+            model.learned_tasks = dict(zip(model.head_descriptions, vectors, strict=True))
         threshold, how = pick_threshold(
             [score(model, tokenizer, t, "val", limit=cfg.val_limit, seed=cfg.seed) for t in val_sets]
         )
+        seconds = time.perf_counter() - started
+        done = step - first + 1
         summary = {
             "steps": step,
+            "finished": not interrupted,  # False: stopped by stop_after; call again to continue
             "best_step": best_step,
             "best_val_mean": best_score,
             "history": history,
             "threshold": threshold,
             "threshold_source": how,
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(seconds, 1),
+            # Throughput of this call's steps, evaluations included.
+            "steps_per_second": round(done / seconds, 3) if done else None,
+            "prompts_per_second": round(done * cfg.batch_size / seconds, 1) if done else None,
             "trainable_parameters": sum(p.numel() for p in trainable),
             "expert_usage": [m.last_counts.tolist() for m in model.moe_layers if m.last_counts is not None],
         }
     if world > 1:
         dist.barrier()
     return model, tokenizer, summary
+
+
+def _checkpoint(
+    path: Path,
+    step: int,
+    model: TaskClassifier,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    rng: random.Random,
+    sampler: _Sampler,
+    history: list[dict[str, Any]],
+    losses: list[float],
+    aux_losses: list[float],
+    best_score: float,
+    best_step: int,
+    stale: int,
+    best_state: dict[str, torch.Tensor] | None,
+) -> None:
+    """The resume point after `step`, and a snapshot of the trainable weights at that step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainable = _snapshot(model)
+    _save_atomic(trainable, path.parent / f"step-{step}.pt")
+    best = {k: best_state[k].cpu() for k in trainable} if best_state is not None else trainable
+    _save_atomic(
+        {
+            "step": step,
+            "trainable": trainable,
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "hard": sampler.hard,
+            "history": history,
+            "losses": losses,
+            "aux_losses": aux_losses,
+            "best_score": best_score,
+            "best_step": best_step,
+            "stale": stale,
+            "best_trainable": best,
+        },
+        path,
+    )

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,105 @@ def test_leave_one_taxonomy_out_produces_the_table(tiny: tuple[Path, Path], tmp_
         assert 0 <= decided["calibrated@default"]["accuracy"] <= 1
         assert 0 <= decided["calibrated@fitted"]["accuracy"] <= 1
     assert (tmp_path / "loto" / "data-moe" / "weights.safetensors").is_file()
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """stop_after ends a call early; the next call with the same run_dir continues from the resume
+    point (weights, optimizer, schedule, sampler, RNG) and ends where an uninterrupted run ends."""
+    checkpoint, data = tiny
+    cfg = config(checkpoint, max_steps=8, eval_every=2, keep_best=False)
+    straight, _, whole = train(cfg, [load_dataset_dir(data)])
+    first, _, part = train(replace(cfg, stop_after=3), [load_dataset_dir(data)], run_dir=tmp_path / "run")
+    assert not part["finished"] and part["steps"] == 3
+    assert (tmp_path / "run" / "resume.pt").is_file() and (tmp_path / "run" / "step-2.pt").is_file()
+    resumed, _, rest = train(cfg, [load_dataset_dir(data)], run_dir=tmp_path / "run")
+    assert rest["finished"] and rest["steps"] == 8 and whole["finished"]
+    assert [h["step"] for h in rest["history"]] == [h["step"] for h in whole["history"]]
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert rest["steps_per_second"] > 0 and rest["prompts_per_second"] > 0
+
+
+def test_task_names_read_as_text() -> None:
+    from training.train import label_text
+
+    assert label_text("buses.buy_bus_ticket") == "buses: buy bus ticket"
+    assert label_text("GetWeather") == "get weather"
+    assert label_text("card-arrival") == "card arrival"
+
+
+def test_leave_one_family_out_trains_on_the_other_families(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    from training import lofo
+
+    checkpoint, data = tiny
+    other = make_dataset(tmp_path / "other")
+    families = {"first": (str(data),), "second": (str(other),)}
+    cfg = config(checkpoint, max_steps=4, eval_every=2)
+    results = lofo.run(
+        cfg, tmp_path / "lofo", ("first",), ("plain", "moe"), 2, None, families, plain_checkpoint=checkpoint
+    )
+    row = results["moe"]["first"]
+    assert row["trained_on"] == [str(other)]
+    scored = row["sets"]["data"]
+    assert 0 <= scored["zero"] <= 1 and 0 <= scored["shots"] <= 1
+    assert 0 <= scored["decisions"]["calibrated@fitted"]["accuracy"] <= 1
+    # The held-out family's validation accuracy at every evaluation: what selection uses.
+    assert [h["step"] for h in row["history"]] == [0, 2, 4]
+    assert set(lofo.selection(results, "moe")) == {0, 2, 4}
+    table = (tmp_path / "lofo" / "lofo.md").read_text()
+    assert "| first | data |" in table and "| moe | step 0:" in table
+    # A finished fold is not run again.
+    again = lofo.run(
+        cfg, tmp_path / "lofo", ("first",), ("moe",), 2, None, families, plain_checkpoint=checkpoint
+    )
+    assert again["moe"]["first"] == row
+    lofo.interpolate(tmp_path / "lofo", (0.5,), ("moe",), 2, None, families=families)
+    mixed = json.loads((tmp_path / "lofo" / "moe@0.5.json").read_text())["first"]
+    assert mixed["alpha"] == 0.5 and 0 <= mixed["val_mean"] <= 1 and "data" in mixed["sets"]
+    assert "MoE x0.5" in (tmp_path / "lofo" / "lofo.md").read_text()
+    assert lofo.training_pool(("banking",))[:1] != ["banking77"]
+    assert "p3_task_types" not in lofo.training_pool() and "trec_qc_fine" not in lofo.training_pool()
+
+
+def test_a_task_head_is_learned_saved_and_used_for_those_descriptions_only(
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from models.checkpoint import TASK_HEAD_FILE
+    from training.evaluate import score
+
+    checkpoint, data = tiny
+    taxonomy = load_dataset_dir(data)
+    model, tokenizer, summary = train(config(checkpoint, task_head=True, keep_best=False), [taxonomy])
+    descriptions = [t.description for t in taxonomy.tasks]
+    assert list(model.learned_tasks) == descriptions
+    save_checkpoint(model, tmp_path / "head", {}, base_state=base_state(model.config.encoder))
+    assert json.loads((tmp_path / "head" / TASK_HEAD_FILE).read_text()) == descriptions
+    reloaded, _, _ = load_checkpoint(tmp_path / "head")
+    assert not hasattr(reloaded, "task_head")  # serving holds the vectors, not a parameter
+    for text in descriptions:
+        torch.testing.assert_close(reloaded.learned_tasks[text], model.learned_tasks[text])
+    plain = embed(reloaded, tokenizer, as_user([*descriptions, "a description it never saw"]), side="task")
+    described = reloaded.describe([*descriptions, "a description it never saw"], plain)
+    torch.testing.assert_close(described[:-1], torch.stack([reloaded.learned_tasks[t] for t in descriptions]))
+    torch.testing.assert_close(described[-1], plain[-1])  # other routers' tasks read as usual
+    assert not torch.allclose(described[0], plain[0])
+    assert 0 <= score(reloaded, tokenizer, taxonomy, "train").closed_accuracy() <= 1
+    with pytest.raises(ValueError, match="one taxonomy"):
+        train(config(checkpoint, task_head=True), [taxonomy, load_dataset_dir(make_dataset(tmp_path / "b"))])
+
+
+def test_interpolating_the_experts_runs_from_the_base_to_the_trained_model(tiny: tuple[Path, Path]) -> None:
+    from training.interpolate import scale_experts
+
+    checkpoint, data = tiny
+    model, tokenizer, _ = train(config(checkpoint, keep_best=False), [load_dataset_dir(data)])
+    texts = as_user(["play some jazz", "will it rain tomorrow"])
+    trained = embed(model, tokenizer, texts)
+    base, _, _ = load_checkpoint(checkpoint)
+    plain = embed(base, tokenizer, texts)
+    scale_experts(model, 1.0)
+    torch.testing.assert_close(embed(model, tokenizer, texts), trained)
+    scale_experts(model, 0.0)  # every correction gone: the base encoder's answers
+    torch.testing.assert_close(embed(model, tokenizer, texts), plain, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="between 0"):
+        scale_experts(model, 1.5)
