@@ -5,12 +5,14 @@
 # results folder ($OUT on the device machine, else ./gpu-results).
 #
 #   here:   scripts/gpu_bundle.sh
-#   there:  device run, carry [".gpu"], timeout_s 590, command:
-#           TRAIN_STEPS=3000 scripts/gpu_check.sh
+#   there:  device run, carry [".gpu"], timeout_s 600, command: scripts/gpu_check.sh
+#   then, while the machine is warm, a training run in a second call:
+#           device run, carry [".gpu"], command: SKIP_CHECKS=1 TRAIN_STEPS=3000 scripts/gpu_check.sh
 #
-# Each part has its own time limit, so one that hangs cannot eat the others' minutes; a part that
-# fails is logged and the rest still run. GPU_CHECK_ALLOW_CPU=1 runs the same script without a GPU
-# (to check the script itself; the numbers then mean nothing).
+# Each part has its own time limit, cut to what is left of BUDGET_S (default 570 s, under the
+# device's 600 s per call), so one that hangs cannot eat the others' minutes; a part that fails is
+# logged and the rest still run. GPU_CHECK_ALLOW_CPU=1 runs the same script without a GPU (to check
+# the script itself; the numbers then mean nothing).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,11 +22,18 @@ LOG=$R/gpu_check.log
 SUMMARY=$R/summary.md
 PY=${PY:-python3}
 TRAIN_STEPS=${TRAIN_STEPS:-0}
+BUDGET_S=${BUDGET_S:-570}
 : >"$LOG"
 echo "# GPU check $(date -u +%FT%TZ)" >"$SUMMARY"
 part() {  # part NAME SECONDS COMMAND...: run with a limit, log everything, note the outcome
   local name=$1 limit=$2
   shift 2
+  local left=$((BUDGET_S - SECONDS - 10))
+  [ "$limit" -gt "$left" ] && limit=$left
+  if [ "$limit" -lt 15 ]; then
+    echo "- $name: skipped, ${left}s of the budget left" | tee -a "$LOG" >>"$SUMMARY"
+    return 0
+  fi
   local began=$SECONDS
   echo "== $name (limit ${limit}s)" | tee -a "$LOG"
   timeout -k 10 "$limit" "$@" >>"$LOG" 2>&1
@@ -62,19 +71,24 @@ if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
 fi
 DEVICE=$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 
-part "pytest -m gpu" 180 $PY -m pytest -m gpu -q -p no:cacheprovider tests/gpu --junitxml "$R/pytest-gpu.xml"
-part "Classify C=1/8/32/128 over gRPC" 90 $PY -m loadtests.bench_classify --server-arg=--device=$DEVICE \
+if [ -z "${SKIP_CHECKS:-}" ]; then
+part "pytest -m gpu" 120 $PY -m pytest -m gpu -q -p no:cacheprovider tests/gpu --junitxml "$R/pytest-gpu.xml"
+part "Classify C=1/8/32/128 over gRPC" 120 $PY -m loadtests.bench_classify --server-arg=--device=$DEVICE \
   --concurrency 1 8 32 128 --duration-s 8
-part "ClassifyBatch saturation" 60 $PY -m loadtests.bench_classify --server-arg=--device=$DEVICE \
+part "ClassifyBatch saturation" 75 $PY -m loadtests.bench_classify --server-arg=--device=$DEVICE \
   --batch-rows 256 --concurrency 1 4 --duration-s 8
-part "batching on/off at C=32" 90 $PY -m loadtests.bench_classify --server-arg=--device=$DEVICE \
+part "batching on/off at C=32" 120 $PY -m loadtests.bench_classify --server-arg=--device=$DEVICE \
   --compare-batching --duration-s 8
-part "training throughput probe (60 steps, batch 128)" 120 $PY -m training.cli train --sets shipped \
+part "training throughput probe (60 steps, batch 128)" 90 $PY -m training.cli train --sets shipped \
   --out /tmp/probe --max-steps 60 --eval-every 60 --batch-size 128 --val-limit 100 --no-progress --device $DEVICE
+fi
 if [ "$TRAIN_STEPS" -gt 0 ]; then
-  part "training run ($TRAIN_STEPS steps, batch 128)" "${TRAIN_LIMIT_S:-240}" $PY -m training.cli train \
-    --sets shipped --out "$R/checkpoint" --max-steps "$TRAIN_STEPS" --eval-every $((TRAIN_STEPS / 5)) \
+  # Resumable: a run cut by the budget continues from its last evaluation in the next call on the
+  # same (warm) machine, whose /tmp survives between calls while $OUT does not.
+  part "training run ($TRAIN_STEPS steps, batch 128)" "$BUDGET_S" $PY -m training.cli train \
+    --sets shipped --out /tmp/train/checkpoint --max-steps "$TRAIN_STEPS" --eval-every $((TRAIN_STEPS / 5)) \
     --batch-size 128 --val-limit 200 --no-keep-best --half-deltas --no-progress --device $DEVICE
+  [ -f /tmp/train/checkpoint/config.json ] && cp -r /tmp/train/checkpoint "$R/"
 fi
 
 # The numbers, gathered from the log into the summary.

@@ -160,7 +160,7 @@ def interpolate(
     """Weight-space interpolation towards the base (training/interpolate.py) of each finished fold's
     model: for each `alpha`, the held-out family's validation accuracy (what chooses alpha) and the
     same test scores as the trained model, written as variant `<variant>@<alpha>`."""
-    from training.interpolate import scale_experts
+    from training.interpolate import towards_base
 
     for variant in variants:
         trained = _read(out / f"{variant}.json")
@@ -171,7 +171,7 @@ def interpolate(
                 if fold in results:
                     continue
                 model, tokenizer, _ = load_checkpoint(out / "runs" / f"{fold}-{variant}" / "final")
-                scale_experts(model, alpha)
+                towards_base(model, alpha)
                 val = {}
                 for s in families[fold]:
                     target = ensure_val_split(load_taxonomies([s])[0])

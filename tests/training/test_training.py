@@ -324,22 +324,35 @@ def test_a_task_head_is_learned_saved_and_used_for_those_descriptions_only(
     torch.testing.assert_close(described[-1], plain[-1])  # other routers' tasks read as usual
     assert not torch.allclose(described[0], plain[0])
     assert 0 <= score(reloaded, tokenizer, taxonomy, "train").closed_accuracy() <= 1
+    # The server's engine builds prototypes through the same `describe`.
+    from server.config import ModelSection
+    from server.engine import Engine, TaskText
+
+    engine = Engine.load(ModelSection(checkpoint=str(tmp_path / "head"), backend="torch"))
+    served = engine.task_prototypes([TaskText(descriptions[0]), TaskText("a description it never saw")])
+    torch.testing.assert_close(served[0].float().cpu(), reloaded.learned_tasks[descriptions[0]])
+    torch.testing.assert_close(served[1].float().cpu(), plain[-1].float().cpu(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="one taxonomy"):
         train(config(checkpoint, task_head=True), [taxonomy, load_dataset_dir(make_dataset(tmp_path / "b"))])
 
 
 def test_interpolating_the_experts_runs_from_the_base_to_the_trained_model(tiny: tuple[Path, Path]) -> None:
-    from training.interpolate import scale_experts
+    from training.interpolate import towards_base
 
     checkpoint, data = tiny
-    model, tokenizer, _ = train(config(checkpoint, keep_best=False), [load_dataset_dir(data)])
+    cfg = config(checkpoint, keep_best=False, moe_layers=(1,), frozen_layers=1, train_base=True)
+    model, tokenizer, _ = train(cfg, [load_dataset_dir(data)])  # experts and the top layer moved
     texts = as_user(["play some jazz", "will it rain tomorrow"])
     trained = embed(model, tokenizer, texts)
     base, _, _ = load_checkpoint(checkpoint)
     plain = embed(base, tokenizer, texts)
-    scale_experts(model, 1.0)
+    towards_base(model, 1.0)
     torch.testing.assert_close(embed(model, tokenizer, texts), trained)
-    scale_experts(model, 0.0)  # every correction gone: the base encoder's answers
+    towards_base(model, 0.0)  # every correction gone: the base encoder's answers
     torch.testing.assert_close(embed(model, tokenizer, texts), plain, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="between 0"):
-        scale_experts(model, 1.5)
+        towards_base(model, 1.5)
+    half, _, _ = train(cfg, [load_dataset_dir(data)])
+    towards_base(half, 0.5)
+    halfway = embed(half, tokenizer, texts)
+    assert not torch.allclose(halfway, trained, atol=1e-4) and not torch.allclose(halfway, plain, atol=1e-4)
