@@ -279,8 +279,14 @@ def selection_table(results: dict[str, dict[str, Any]]) -> str:
         mixes = {v: r for v, r in results.items() if v.startswith(f"{variant}@") and r}
         if mixes:
             common = set.intersection(*(set(r) for r in mixes.values()))
+            common &= set(results.get(variant, {}))
             if common:
                 means = {v: float(np.mean([r[f]["val_mean"] for f in common])) for v, r in mixes.items()}
+                # alpha 1 is the trained model itself: its last evaluation on the same folds.
+                trained = results[variant]
+                means[f"{variant}@1"] = float(
+                    np.mean([trained[f]["history"][-1]["val_mean"] for f in common])
+                )
                 best = max(means, key=lambda v: means[v])
                 text = ", ".join(f"{v}: {m:.3f}" for v, m in sorted(means.items()))
                 lines.append(f"| {variant}, interpolated ({len(common)} folds) | {text} | {best} |")
