@@ -203,7 +203,7 @@ def accuracy_table(results: dict[str, dict[str, Any]], shots: int) -> str:
         + " |",
         "|---|---|" + "---|" * len(columns),
     ]
-    per_column: dict[tuple[str, str], list[float]] = {c: [] for c in columns}
+    cells_of: dict[tuple[str, str], dict[tuple[str, str], float]] = {c: {} for c in columns}
     folds = dict.fromkeys(f for r in results.values() for f in r)
     for fold in folds:
         names = dict.fromkeys(s for r in results.values() for s in r.get(fold, {}).get("sets", {}))
@@ -213,11 +213,16 @@ def accuracy_table(results: dict[str, dict[str, Any]], shots: int) -> str:
                 value = results[variant].get(fold, {}).get("sets", {}).get(name, {}).get(key)
                 cells.append("-" if value is None else f"{value:.3f}")
                 if value is not None:
-                    per_column[(variant, key)].append(value)
+                    cells_of[(variant, key)][(fold, name)] = value
             lines.append(f"| {fold} | {name} | " + " | ".join(cells) + " |")
     if folds:
-        means = [f"**{np.mean(v):.3f}** ({len(v)})" if v else "-" for v in per_column.values()]
-        lines.append("| **mean** (sets) | | " + " | ".join(means) + " |")
+        means = [f"**{np.mean(list(v.values())):.3f}** ({len(v)})" if v else "-" for v in cells_of.values()]
+        lines.append("| **mean**, each column's sets (n) | | " + " | ".join(means) + " |")
+        # Columns cover different folds while runs are under way: compare them on shared sets only.
+        shared = set.intersection(*(set(v) for v in cells_of.values()))
+        if shared and any(len(v) > len(shared) for v in cells_of.values()):
+            means = [f"{np.mean([v[k] for k in shared]):.3f}" for v in cells_of.values()]
+            lines.append(f"| mean, the {len(shared)} sets every column has | | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
 
