@@ -432,9 +432,19 @@ def train(
     best_score, best_state, best_step, stale, first = -1.0, None, 0, 0, 1
     losses: list[float] = []
     aux_losses: list[float] = []
+    # One process only: under DDP each rank's sampler would need its own resume point.
     resume = run_dir / "resume.pt" if run_dir is not None and rank == 0 and world == 1 else None
     if resume is not None and resume.exists():
         saved = torch.load(resume, weights_only=False)
+        before = saved.get("config")  # absent in resume points written before this check existed
+        changed = {
+            k: (before.get(k), v) for k, v in _resumable_config(cfg).items() if before and before.get(k) != v
+        }
+        if changed:
+            raise ValueError(
+                f"{run_dir} holds a run with other settings {changed} (saved, now): use the same flags "
+                "to continue it, or another --out to start a new run"
+            )
         model.load_state_dict(saved["trainable"], strict=False)
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
@@ -523,6 +533,7 @@ def train(
                     )
                 if resume is not None:
                     _checkpoint(
+                        cfg,
                         resume,
                         step,
                         model,
@@ -546,7 +557,7 @@ def train(
             interrupted = True
             if resume is not None and step % cfg.eval_every:
                 _checkpoint(
-                    resume, step, model, optimizer, schedule, rng, sampler, history,
+                    cfg, resume, step, model, optimizer, schedule, rng, sampler, history,
                     losses, aux_losses, best_score, best_step, stale, best_state,
                 )  # fmt: skip
             break
@@ -585,7 +596,13 @@ def train(
     return model, tokenizer, summary
 
 
+def _resumable_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a run must keep to be continued (not how long one call runs or shows progress)."""
+    return {k: v for k, v in cfg.__dict__.items() if k not in ("stop_after", "progress", "device", "extra")}
+
+
 def _checkpoint(
+    cfg: TrainConfig,
     path: Path,
     step: int,
     model: TaskClassifier,
@@ -608,6 +625,7 @@ def _checkpoint(
     best = {k: best_state[k].cpu() for k in trainable} if best_state is not None else trainable
     _save_atomic(
         {
+            "config": _resumable_config(cfg),
             "step": step,
             "trainable": trainable,
             "optimizer": optimizer.state_dict(),

@@ -258,6 +258,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny: tuple[Path, Path], tm
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert rest["steps_per_second"] > 0 and rest["prompts_per_second"] > 0
+    with pytest.raises(ValueError, match="other settings"):  # a run continues only with its own flags
+        train(replace(cfg, lr=0.5), [load_dataset_dir(data)], run_dir=tmp_path / "run")
 
 
 def test_task_names_read_as_text() -> None:
