@@ -35,7 +35,7 @@ CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "weights.safetensors"
 TASK_HEAD_FILE = "task_head.json"
-TASK_HEAD = "task_head"  # the tensor [T, D]; training registers it as a parameter of that name
+TASK_HEAD = "task_head"  # the tensor [T, D] in weights.safetensors (and training's parameter name)
 DELTA = ".delta"
 
 
@@ -106,12 +106,7 @@ def save_checkpoint(
     (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     (directory / METADATA_FILE).write_text(json.dumps(metadata or {}, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    head_descriptions = getattr(model, "head_descriptions", None)
-    if TASK_HEAD in state:
-        if not head_descriptions:
-            raise ValueError("a task_head needs model.head_descriptions (one description per row)")
-        (directory / TASK_HEAD_FILE).write_text(json.dumps(list(head_descriptions), indent=1) + "\n")
-    elif model.learned_tasks:  # loaded with learned vectors: write them back out
+    if model.learned_tasks:  # a retrained taxonomy's head: one row per description, in order
         state[TASK_HEAD] = torch.stack(list(model.learned_tasks.values())).cpu().contiguous()
         (directory / TASK_HEAD_FILE).write_text(json.dumps(list(model.learned_tasks), indent=1) + "\n")
     elif (directory / TASK_HEAD_FILE).exists():

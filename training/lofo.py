@@ -123,7 +123,6 @@ def run(
                     "steps_per_second": summary["steps_per_second"],
                     "prompts_per_second": summary["prompts_per_second"],
                 }
-            model.eval()
             row["sets"] = {
                 Path(s).name: held_out_scores(model, tokenizer, s, shots, test_limit) for s in held
             }

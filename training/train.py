@@ -404,14 +404,14 @@ def train(
                 f"task_head learns one taxonomy's task vectors; got {len(train_sets)} taxonomies"
             )
         model.register_parameter(TASK_HEAD, nn.Parameter(start_emb[0].clone().to(device)))
-        model.head_descriptions = [t.description for t in train_sets[0].tasks]
         heads[train_sets[0].name] = model.task_head
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    fast = [p for n, p in model.named_parameters() if p.requires_grad and (_is_expert(n) or n == TASK_HEAD)]
-    base = [
-        p for n, p in model.named_parameters() if p.requires_grad and not (_is_expert(n) or n == TASK_HEAD)
-    ]
+    # Gates, experts and the task head start from scratch and take the adapter rate; pretrained weights
+    # (with train_base) the small base rate.
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    fast = [p for n, p in named if _is_expert(n) or n == TASK_HEAD]
+    base = [p for n, p in named if not (_is_expert(n) or n == TASK_HEAD)]
     optimizer = torch.optim.AdamW(
         [{"params": fast, "lr": cfg.lr}, {"params": base, "lr": cfg.base_lr}], weight_decay=0.01
     )
@@ -464,6 +464,36 @@ def train(
             {k: v.detach().clone() for k, v in model.state_dict().items()},
         )
         history.append({"step": 0, "val": initial, "val_mean": best_score})
+
+    def save_point(step: int) -> None:
+        """The resume point after `step`, and a snapshot of the trainable weights at that step."""
+        assert resume is not None
+        resume.parent.mkdir(parents=True, exist_ok=True)
+        trainable = _snapshot(model)
+        _save_atomic(trainable, resume.parent / f"step-{step}.pt")
+        best = {k: best_state[k].cpu() for k in trainable} if best_state is not None else trainable
+        _save_atomic(
+            {
+                "config": _resumable_config(cfg),
+                "step": step,
+                "trainable": trainable,
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(),
+                "hard": sampler.hard,
+                "history": history,
+                "losses": losses,
+                "aux_losses": aux_losses,
+                "best_score": best_score,
+                "best_step": best_step,
+                "stale": stale,
+                "best_trainable": best,
+            },
+            resume,
+        )
+
     started = time.perf_counter()
     bar = tqdm(total=cfg.max_steps, initial=first - 1, desc="train", disable=not cfg.progress or rank != 0)
     step, interrupted = first - 1, False
@@ -532,23 +562,7 @@ def train(
                         _description_embeddings(model, lower, desc_rows), keep_hard
                     )
                 if resume is not None:
-                    _checkpoint(
-                        cfg,
-                        resume,
-                        step,
-                        model,
-                        optimizer,
-                        schedule,
-                        rng,
-                        sampler,
-                        history,
-                        losses,
-                        aux_losses,
-                        best_score,
-                        best_step,
-                        stale,
-                        best_state,
-                    )
+                    save_point(step)
             if world > 1:
                 dist.broadcast(stop, src=0)
             if stop.item():
@@ -556,38 +570,44 @@ def train(
         if cfg.stop_after and step - first + 1 >= cfg.stop_after and step < cfg.max_steps:
             interrupted = True
             if resume is not None and step % cfg.eval_every:
-                _checkpoint(
-                    cfg, resume, step, model, optimizer, schedule, rng, sampler, history,
-                    losses, aux_losses, best_score, best_step, stale, best_state,
-                )  # fmt: skip
+                save_point(step)
             break
     bar.close()
     summary: dict[str, Any] = {}
-    if rank == 0:
+    seconds = time.perf_counter() - started
+    done = step - first + 1
+    throughput = {  # this call's steps, evaluations included
+        "steps_per_second": round(done / seconds, 3) if done else None,
+        "prompts_per_second": round(done * cfg.batch_size / seconds, 1) if done else None,
+    }
+    if rank == 0 and interrupted:  # the run goes on in a later call: nothing final to choose yet
+        summary = {"steps": step, "finished": False, "history": history, **throughput}
+    elif rank == 0:
         assert best_state is not None
         if cfg.keep_best:
             model.load_state_dict(best_state)
         model.eval()
-        if cfg.task_head:  # evaluation below and serving read the head through `describe`
+        if cfg.task_head:
+            # From here on the head is what a loaded checkpoint holds: learned vectors that
+            # `describe` puts in place of those descriptions (evaluation below, saving, serving).
             vectors = nn.functional.normalize(model.task_head.detach().float().cpu(), dim=-1)
-            model.learned_tasks = dict(zip(model.head_descriptions, vectors, strict=True))
+            model.learned_tasks = dict(
+                zip((t.description for t in train_sets[0].tasks), vectors, strict=True)
+            )
+            del model.task_head
         threshold, how = pick_threshold(
             [score(model, tokenizer, t, "val", limit=cfg.val_limit, seed=cfg.seed) for t in val_sets]
         )
-        seconds = time.perf_counter() - started
-        done = step - first + 1
         summary = {
             "steps": step,
-            "finished": not interrupted,  # False: stopped by stop_after; call again to continue
+            "finished": True,
             "best_step": best_step,
             "best_val_mean": best_score,
             "history": history,
             "threshold": threshold,
             "threshold_source": how,
             "seconds": round(seconds, 1),
-            # Throughput of this call's steps, evaluations included.
-            "steps_per_second": round(done / seconds, 3) if done else None,
-            "prompts_per_second": round(done * cfg.batch_size / seconds, 1) if done else None,
+            **throughput,
             "trainable_parameters": sum(p.numel() for p in trainable),
             "expert_usage": [m.last_counts.tolist() for m in model.moe_layers if m.last_counts is not None],
         }
@@ -599,48 +619,3 @@ def train(
 def _resumable_config(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a run must keep to be continued (not how long one call runs or shows progress)."""
     return {k: v for k, v in cfg.__dict__.items() if k not in ("stop_after", "progress", "device", "extra")}
-
-
-def _checkpoint(
-    cfg: TrainConfig,
-    path: Path,
-    step: int,
-    model: TaskClassifier,
-    optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-    rng: random.Random,
-    sampler: _Sampler,
-    history: list[dict[str, Any]],
-    losses: list[float],
-    aux_losses: list[float],
-    best_score: float,
-    best_step: int,
-    stale: int,
-    best_state: dict[str, torch.Tensor] | None,
-) -> None:
-    """The resume point after `step`, and a snapshot of the trainable weights at that step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trainable = _snapshot(model)
-    _save_atomic(trainable, path.parent / f"step-{step}.pt")
-    best = {k: best_state[k].cpu() for k in trainable} if best_state is not None else trainable
-    _save_atomic(
-        {
-            "config": _resumable_config(cfg),
-            "step": step,
-            "trainable": trainable,
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "rng": rng.getstate(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "hard": sampler.hard,
-            "history": history,
-            "losses": losses,
-            "aux_losses": aux_losses,
-            "best_score": best_score,
-            "best_step": best_step,
-            "stale": stale,
-            "best_trainable": best,
-        },
-        path,
-    )
