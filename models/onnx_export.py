@@ -18,6 +18,7 @@ attention never reads padding and pooling drops it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -106,17 +108,29 @@ def export_onnx(classifier: TaskClassifier, path: Path, precision: Precision) ->
             dynamo=False,
         )
     if precision == "int8":
-        quantize_dynamic(
-            str(fp32),
-            str(path),
-            op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=_first_and_last_layer(fp32, len(classifier.encoder.layers())),
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            # Tensors the quantiser's shape inference cannot type are float activations here.
-            extra_options={"DefaultTensorType": 1},
-        )
+        with _root_logging_above_info():  # the quantiser narrates ~150 INFO lines on the root logger
+            quantize_dynamic(
+                str(fp32),
+                str(path),
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=_first_and_last_layer(fp32, len(classifier.encoder.layers())),
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                # Tensors the quantiser's shape inference cannot type are float activations here.
+                extra_options={"DefaultTensorType": 1},
+            )
         fp32.unlink()
+
+
+@contextlib.contextmanager
+def _root_logging_above_info() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _first_and_last_layer(path: Path, layers: int) -> list[str]:

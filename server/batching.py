@@ -5,8 +5,10 @@
 - A batch is capped by a request count and a token budget; callers that have gone are dropped
   before their request costs anything.
 - Admission is bounded: past `max_queued_requests` waiting or running, or when the expected wait
-  (requests ahead x the recent per-request inference time) passes `max_queue_ms`, `submit` raises
-  Overloaded at once instead of growing the queue.
+  for the work ahead (server/admission.py: queued tokens and batches, plus what is left of the
+  running batch, at the recently measured cost) passes `max_queue_ms`, `submit` raises Overloaded
+  at once instead of growing the queue. The caller's own items never count, so an idle server
+  admits any request, however large.
 - The model runs off the event loop on one worker thread; results go back to each caller by index,
   and a failed batch fails each of its callers with the error.
 """
@@ -22,6 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from server.admission import BatchCost, Work
 from server.config import BatchingSection
 from server.errors import InferenceFailed, NotReady, Overloaded, TaskRouterError
 
@@ -71,13 +74,12 @@ class Batcher(Generic[In, Out]):
         self._queue: deque[_Pending[In]] = deque()
         self._wakeup = asyncio.Event()
         self._in_flight = 0  # admitted and not yet answered: queued + running
+        self._queued_tokens = 0  # tokens of the items in _queue
+        self._running_tokens = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.batches_run = 0
-        self.largest_batch = 0
-        # Moving average of inference time per request (ms), from recent batches: what each request
-        # already queued will cost whoever arrives next. None until the first batch has run.
-        self.per_request_ms: float | None = None
+        # What recent batches cost (overhead + per token): prices the work ahead of a newcomer.
+        self.cost = BatchCost()
         # For the stall watchdog: when the running batch started (None when idle), and how many
         # batches in a row have failed.
         self.running_since: float | None = None
@@ -117,20 +119,22 @@ class Batcher(Generic[In, Out]):
                 f"retry with backoff"
             )
         budget = self._cfg.max_queue_ms
-        if budget and self.per_request_ms is not None:
-            expected = (self._in_flight + len(items)) * self.per_request_ms
+        now = time.perf_counter()
+        if budget and self.cost.measured:
+            expected = self.expected_wait_ms(now)
             if expected > budget:
                 self._reject("expected_wait")
                 raise Overloaded(
                     f"server is at capacity: expected wait {expected:.0f} ms for {self._in_flight} requests "
-                    f"ahead exceeds batching.max_queue_ms={budget:g}; retry with backoff"
+                    f"({self._queued_tokens + self._running_tokens} tokens) ahead exceeds "
+                    f"batching.max_queue_ms={budget:g}; retry with backoff"
                 )
         loop = asyncio.get_running_loop()
-        now = time.perf_counter()
         pending = [
             _Pending(item, n, loop.create_future(), now) for item, n in zip(items, tokens, strict=True)
         ]
         self._in_flight += len(pending)
+        self._queued_tokens += sum(p.tokens for p in pending)
         self._queue.extend(pending)
         self._wakeup.set()
         try:
@@ -139,6 +143,16 @@ class Batcher(Generic[In, Out]):
             for p in pending:
                 if not p.future.done():  # our caller went away: let the loop drop the rest
                     p.future.cancel()
+
+    def expected_wait_ms(self, now: float) -> float:
+        """How long a request arriving `now` would wait before its own batch starts."""
+        running_left = 0.0
+        if self.running_since is not None:
+            running_left = self.cost.batch_ms(self._running_tokens) - (now - self.running_since) * 1e3
+        ahead = Work(len(self._queue), self._queued_tokens)
+        return self.cost.wait_ms(
+            ahead, self._cfg.max_batch_requests, self._cfg.max_batch_tokens, running_left
+        )
 
     def _reject(self, reason: str) -> None:
         if self._observer is not None:
@@ -152,11 +166,13 @@ class Batcher(Generic[In, Out]):
             if head.future.done():  # cancelled caller: drop it before it costs anything
                 self._queue.popleft()
                 self._in_flight -= 1
+                self._queued_tokens -= head.tokens
                 continue
             if batch and tokens + head.tokens > self._cfg.max_batch_tokens:
                 break
             batch.append(self._queue.popleft())
             tokens += head.tokens
+        self._queued_tokens -= tokens
         return batch
 
     async def _loop(self) -> None:
@@ -168,6 +184,7 @@ class Batcher(Generic[In, Out]):
             batch = self._take_batch()
             if not batch:
                 continue
+            self._running_tokens = sum(p.tokens for p in batch)
             started = self.running_since = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in batch])
@@ -186,11 +203,8 @@ class Batcher(Generic[In, Out]):
             if self._observer is not None:
                 self._observer.batch(len(batch), finished - started, error is not None)
             if error is None:
-                sample = (finished - started) * 1e3 / len(batch)
-                previous = self.per_request_ms
-                self.per_request_ms = sample if previous is None else 0.8 * previous + 0.2 * sample
-            self.batches_run += 1
-            self.largest_batch = max(self.largest_batch, len(batch))
+                self.cost.observe(self._running_tokens, (finished - started) * 1e3, started, finished)
+            self._running_tokens = 0
             for i, pending in enumerate(batch):
                 self._in_flight -= 1
                 if pending.future.done():

@@ -4,6 +4,7 @@ affinity key pins a conversation to the model its first request went to."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,6 +53,10 @@ class ChatRouter:
         if not model:
             raise InvalidInput(f"model is required: '{ROUTER_PREFIX}<name>' or a catalogue model name")
         key = _check_key(affinity_key)
+        if max_cost_usd is not None and not (math.isfinite(max_cost_usd) and max_cost_usd > 0):
+            raise InvalidInput(
+                f"max_cost_usd is {max_cost_usd!r}; use a positive, finite number of USD or leave it unset"
+            )
         router = (
             self.app.registry.get(model[len(ROUTER_PREFIX) :]) if model.startswith(ROUTER_PREFIX) else None
         )

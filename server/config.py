@@ -104,10 +104,10 @@ class BatchingSection(_Section):
     max_queue_ms: float = Field(
         2000.0,
         ge=0,
-        description="Admission by expected wait: a request that would queue longer than this (requests "
-        "ahead of it x the recent inference time per request) gets RESOURCE_EXHAUSTED at once, which "
-        "bounds latency at saturation where a count alone cannot (a CPU drains 1024 requests in seconds). "
-        "0 turns it off.",
+        description="Admission by expected wait: a request that would wait longer than this behind the "
+        "work ahead of it (queued tokens and batches plus the running batch, at the cost recent batches "
+        "measured; its own size never counts, so an idle server admits anything) gets RESOURCE_EXHAUSTED "
+        "at once, which bounds latency at saturation where a count alone cannot. 0 turns it off.",
     )
 
 
@@ -146,6 +146,23 @@ class HttpSection(_Section):
     host: str = Field("127.0.0.1", description="Interface of the OpenAI-compatible and control-plane API.")
     port: int | None = Field(
         8080, ge=0, le=65535, description="HTTP port; 0 picks a free one (tests); None turns HTTP off."
+    )
+    max_body_bytes: int = Field(
+        8 * MiB,
+        gt=0,
+        description="Largest request body (413 past it, refused before it is read): a conversation at "
+        "limits.max_prompt_bytes or a console Evaluate file of 5000 rows fits.",
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="A request body must arrive within this (408).")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's headers must be complete this long after its first byte (or after the "
+        "connection opened); otherwise the connection is closed. Bounds half-sent and silent clients.",
+    )
+    keep_alive_s: int = Field(5, gt=0, description="An idle keep-alive connection is closed after this.")
+    max_connections: int = Field(
+        1024, gt=0, description="Open HTTP connections at most; past it a new one gets 503 and is closed."
     )
 
 

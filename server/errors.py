@@ -121,12 +121,37 @@ class UpstreamRejected(TaskRouterError):
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
+class Undecodable:
+    """Stands in for a request message whose bytes did not parse (a string field that is not UTF-8,
+    a truncated message): gRPC would answer UNKNOWN naming DecodeError; the handler wrappers below
+    answer INVALID_ARGUMENT saying what was wrong instead."""
+
+    def __init__(self, message_type: str, reason: str) -> None:
+        self.problem = InvalidInput(
+            f"the request is not a valid {message_type} message ({reason}); strings must be UTF-8"
+        )
+
+
+def tolerant(deserializer: Callable[[bytes], Any], message_type: str) -> Callable[[bytes], Any]:
+    """A request deserializer that returns Undecodable instead of raising."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # protobuf's DecodeError, and whatever a C parser raises
+            return Undecodable(message_type, str(exc) or type(exc).__name__)
+
+    return parse
+
+
 def grpc_errors(method: Handler) -> Handler:
     """Wrap an async servicer method so domain errors become their status codes."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if isinstance(request, Undecodable):
+                raise request.problem
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -151,6 +176,8 @@ def grpc_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
+            if isinstance(request, Undecodable):
+                raise request.problem
             async for message in method(self, request, context):
                 yield message
         except grpc.aio.AbortError:

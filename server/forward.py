@@ -75,6 +75,12 @@ class Forwarder:
                     raise UpstreamRejected(exc.status or 502, exc.body, name) from exc
                 endpoint.breaker.failure()
                 continue
+            except BaseException:
+                # The caller went away (cancelled, past its deadline) mid-attempt: release the slot and
+                # the half-open trial it took, or the endpoint stays out of rotation until restart.
+                endpoint.outstanding -= 1
+                endpoint.breaker.abandon()
+                raise
             ms = (time.perf_counter() - started) * 1e3
             endpoint.breaker.success()
             attempts.append(Attempt(name, endpoint.base_url, "ok", ms))

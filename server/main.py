@@ -24,10 +24,10 @@ from server.app import SERVICE_NAME, App
 from server.auth import Auth, GrpcAuth
 from server.config import Config, load_config
 from server.http import build_http_app
-from server.service import TaskRouterService
+from server.http.connections import guarded_h11
+from server.service import TaskRouterService, add_to_server
 from server.workers import run_workers
 from taskrouter.v1 import taskrouter_pb2 as pb
-from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ def _http_server(cfg: Config, app: App, auth: Auth | None) -> tuple[uvicorn.Serv
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     config = uvicorn.Config(
         build_http_app(app, auth),
+        http=guarded_h11(cfg.http.header_timeout_s, cfg.http.max_connections),
+        timeout_keep_alive=cfg.http.keep_alive_s,
         ssl_certfile=cfg.tls.cert_file,
         ssl_keyfile=cfg.tls.key_file,
         log_level="warning",
@@ -104,7 +106,7 @@ async def build_server(cfg: Config) -> Service:
             ("grpc.so_reuseport", int(cfg.server.workers > 1)),
         ],
     )
-    pb_grpc.add_TaskRouterServicer_to_server(TaskRouterService(app), server)
+    add_to_server(TaskRouterService(app), server)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     reflection.enable_server_reflection(
         (
@@ -170,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=cfg.log_level, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
     )
+    # httpx logs every request at INFO: the endpoint health probes alone were 98% of the log.
+    # Failed probes still show, as this service's own warnings (server/targets).
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     if cfg.server.workers > 1:
         raise SystemExit(run_workers(cfg, _serve_blocking))
     _serve_blocking(cfg, None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -73,18 +74,19 @@ class RouterState:
             raw = json.loads(self.path.read_text())
             if raw.get("format") != FORMAT:
                 raise ValueError(f"unknown format {raw.get('format')!r}; this version reads {FORMAT}")
-            return [
-                SavedRouter(
-                    spec=parse_router(entry["definition"], self.catalog),
-                    uuid=str(entry["uuid"]),
-                    version=int(entry["version"]),
-                    create_time=float(entry["create_time"]),
-                    update_time=float(entry["update_time"]),
-                )
-                for entry in raw["routers"]
-            ]
+            return [self._entry(entry) for entry in raw["routers"]]
         except (InvalidInput, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidInput(f"router state file {self.path}: {exc}") from exc
+
+    def _entry(self, entry: dict[str, Any]) -> SavedRouter:
+        spec = parse_router(entry["definition"], self.catalog)  # rejects NaN/inf thresholds and caps
+        times = {}
+        for field in ("create_time", "update_time"):
+            value = float(entry[field])
+            if not math.isfinite(value):
+                raise ValueError(f"router {spec.name!r}: {field} is {entry[field]!r}; a finite number")
+            times[field] = value
+        return SavedRouter(spec=spec, uuid=str(entry["uuid"]), version=int(entry["version"]), **times)
 
     def save(self, routers: list[SavedRouter]) -> None:
         document: dict[str, Any] = {

@@ -11,7 +11,7 @@ from models import ALLOWED_ROLES, ChatMessage, PromptInput
 from server.app import App
 from server.batching import BatchInfo
 from server.config import LimitsSection
-from server.errors import InvalidInput
+from server.errors import InvalidInput, NotFound
 from server.policies import PREFERENCES, Skip, admissible, estimate_input_tokens, order_models
 from server.registry import CompiledRouter, Decision
 
@@ -42,7 +42,12 @@ def lookup_router(app: App, name: str, where: str = "") -> CompiledRouter:
     if not name:
         known = ", ".join(r.spec.name for r in app.registry.list()) or "none"
         raise InvalidInput(f"{where}router is required; known: {known}")
-    return app.registry.get(name)
+    try:
+        return app.registry.get(name)
+    except NotFound as exc:
+        if not where:
+            raise
+        raise NotFound(f"{where}{exc}") from None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,12 @@ def order_models(
     raise ValueError(f"unknown preference {prefer!r}; allowed: {', '.join(PREFERENCES)}")
 
 
+def usd(amount: float) -> str:
+    """Dollars readable at any size: six decimals, or three significant digits below a millionth
+    (a cap of $0.0000002 printed as "$0.000000" read as no budget at all)."""
+    return f"${amount:.6f}" if amount == 0 or abs(amount) >= 1e-6 else f"${amount:.3g}"
+
+
 @dataclass(frozen=True)
 class Skip:
     model: str
@@ -67,7 +73,7 @@ def admissible(
                 Skip(model, f"needs ~{input_tokens + output_tokens} tokens; context is {info.context_tokens}")
             )
         elif max_cost_usd is not None and cost > max_cost_usd:
-            reason = f"estimated ${cost:.6f} exceeds the cap ${max_cost_usd:.6f}"
+            reason = f"estimated {usd(cost)} exceeds the cap {usd(max_cost_usd)}"
             skipped.append(Skip(model, reason, over_budget=True))
         else:
             keep.append(model)

@@ -5,6 +5,7 @@ nothing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,8 @@ from server.persistence import SavedRouter
 from server.policies import MANUAL
 from server.routers import FALLBACK, RouterSpec
 from server.targets import Catalog
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the engine builds it; the registry only keeps what it holds
     from server.engine import CompiledTasks
@@ -209,6 +212,7 @@ class RouterRegistry:
                 raise AlreadyExists(f"router {spec.name!r} already exists; use UpdateRouter to change it")
             router = await self._build(spec, version=1, created=None)
             await self._commit({**self._routers, spec.name: router})
+            log.info("router %r created (uuid %s, %d tasks)", spec.name, router.uuid, len(spec.tasks))
             return router
 
     async def update(self, spec: RouterSpec, current_name: str | None = None) -> CompiledRouter:
@@ -220,12 +224,15 @@ class RouterRegistry:
             router = await self._build(spec, old.version + 1, old.create_time, old.uuid)
             routers = {n: r for n, r in self._routers.items() if n != old.spec.name}
             await self._commit({**routers, spec.name: router})
+            renamed = f", renamed from {old.spec.name!r}" if spec.name != old.spec.name else ""
+            log.info("router %r updated to version %d%s", spec.name, router.version, renamed)
             return router
 
     async def delete(self, name: str) -> None:
         async with self._lock:
             self.get(name)
             await self._commit({n: r for n, r in self._routers.items() if n != name})
+            log.info("router %r deleted", name)
 
     async def persist_with(self, persist: Persist) -> None:
         """Save the current set with `persist` now, then after every change, before the change is

@@ -192,10 +192,11 @@ def _parse_task(checker: _Checker, policy: Any, where: str, catalog: Catalog) ->
         selection = checker.mapping(policy["selection_policy"], f"{where}.selection_policy", {"prefer"})
         prefer = selection.get("prefer")
         if prefer not in PREFERENCES:
+            # gRPC sends an unset or empty string as absent: say so rather than "is None".
+            given = "is missing or empty" if prefer in (None, "") else f"is {prefer!r}"
             raise checker.fail(
                 f"{where}.selection_policy.prefer",
-                f"is {prefer!r}; allowed: {', '.join(PREFERENCES)} "
-                "(omit selection_policy to rank by list order)",
+                f"{given}; allowed: {', '.join(PREFERENCES)} (omit selection_policy to rank by list order)",
             )
     return TaskSpec(name, description, examples, models, prefer)
 

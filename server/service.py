@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from models import ChatMessage, PromptInput
 from server.app import App
 from server.batching import BatchInfo
 from server.chat import ChatRouter
-from server.errors import InvalidInput, TargetUnavailable, grpc_errors, grpc_stream_errors
+from server.errors import InvalidInput, TargetUnavailable, grpc_errors, grpc_stream_errors, tolerant
 from server.forward import Forwarder, attribution
 from server.pipeline import Classified, classify, lookup_router, plan, request_tokens, validate_messages
 from server.registry import CompiledRouter, Decision
@@ -154,8 +155,10 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             raise InvalidInput(f"requests is empty; send 1 to {limit} requests")
         if len(request.requests) > limit:
             raise InvalidInput(f"{len(request.requests)} requests; at most {limit} per ClassifyBatch call")
-        routers = [self._router(r.router, f"requests[{i}]: ") for i, r in enumerate(request.requests)]
-        conversations = [self._messages(r, f"requests[{i}]: ") for i, r in enumerate(request.requests)]
+        routers, conversations = [], []
+        for i, entry in enumerate(request.requests):  # row by row: the first bad row is the one named
+            routers.append(self._router(entry.router, f"requests[{i}]: "))
+            conversations.append(self._messages(entry, f"requests[{i}]: "))
         # Tokenizing hundreds of prompts would stall the event loop; a worker thread does it.
         prompts: Sequence[PromptInput] = await asyncio.get_running_loop().run_in_executor(
             None,
@@ -217,6 +220,8 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         if request.max_tokens:
             body["max_tokens"] = request.max_tokens
         if request.HasField("temperature"):
+            if not (math.isfinite(request.temperature) and request.temperature >= 0):
+                raise InvalidInput(f"temperature is {request.temperature!r}; use a finite number >= 0")
             body["temperature"] = request.temperature
         forwarder = Forwarder(self.app.targets)
         info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)
@@ -322,3 +327,32 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         self._router(request.name)
         await self.app.registry.delete(request.name)
         return pb.DeleteRouterResponse()
+
+
+class _Recorder:
+    """Catches the method handlers the generated add_*_to_server registers."""
+
+    service = ""
+    handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def add_to_server(servicer: TaskRouterService, server: grpc.aio.Server) -> None:
+    """Register the servicer as the generated code does, with request deserializers that turn an
+    undecodable message into INVALID_ARGUMENT (errors.Undecodable) instead of gRPC's UNKNOWN."""
+    recorder = _Recorder()
+    pb_grpc.add_TaskRouterServicer_to_server(servicer, recorder)
+    methods = pb.DESCRIPTOR.services_by_name["TaskRouter"].methods_by_name
+    handlers = {
+        name: handler._replace(
+            request_deserializer=tolerant(handler.request_deserializer, methods[name].input_type.name)
+        )
+        for name, handler in recorder.handlers.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(recorder.service, handlers),))
+    server.add_registered_method_handlers(recorder.service, handlers)

@@ -16,6 +16,7 @@ from server.auth import Auth
 from server.console import STATIC_DIR, ConsoleApi
 from server.errors import InvalidInput, TaskRouterError, http_error
 from server.http.control_plane import PREFIX, ControlPlane
+from server.http.limits import BodyLimits
 from server.http.openai_front import OpenAIFront
 from server.metrics import CONTENT_TYPE
 
@@ -29,8 +30,20 @@ def _guard(auth: Auth, admin: bool, what: str) -> Any:
     return Depends(check)
 
 
+def shape_of(path: str) -> str:
+    """The error shape of the API a path belongs to (server/errors.http_error)."""
+    return "v2" if path.startswith((PREFIX, "/console")) else "openai"
+
+
 def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
     http = FastAPI(title="taskrouter", docs_url="/docs", redoc_url=None)
+    limits = app.cfg.http
+    http.add_middleware(
+        BodyLimits,
+        max_body_bytes=limits.max_body_bytes,
+        body_timeout_s=limits.body_timeout_s,
+        shape=shape_of,
+    )
     open_api, admin_api = [], []
     if auth is not None:
         open_api = [_guard(auth, False, "the OpenAI-compatible API")]
@@ -54,7 +67,7 @@ def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
             return Response(app.telemetry.render_metrics(), media_type=CONTENT_TYPE)
 
     def shape(request: Request) -> str:
-        return "v2" if request.url.path.startswith((PREFIX, "/console")) else "openai"
+        return shape_of(request.url.path)
 
     @http.exception_handler(TaskRouterError)
     async def domain_error(request: Request, exc: TaskRouterError) -> JSONResponse:

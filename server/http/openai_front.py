@@ -11,6 +11,7 @@ comment line (`: taskrouter {...}`), which SSE clients ignore."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -64,9 +65,18 @@ def _max_cost(request: Request) -> float | None:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value <= 0:
-        raise InvalidInput(f"X-Max-Cost-USD is {raw!r}; use a positive number of USD")
+    if not math.isfinite(value) or value <= 0:  # float() reads "nan" and "inf": a cap they would switch off
+        raise InvalidInput(f"X-Max-Cost-USD is {raw!r}; use a positive, finite number of USD")
     return value
+
+
+def _check_stream_fields(body: dict[str, Any]) -> None:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidInput(f"stream is {stream!r}; use true or false")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidInput(f'stream_options is {options!r}; use an object such as {{"include_usage": true}}')
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -131,6 +141,7 @@ class OpenAIFront:
             raise InvalidInput("the body must be a JSON object (an OpenAI chat-completions request)")
         model = body.get("model")
         messages = parse_messages(body)
+        _check_stream_fields(body)
         record.messages = messages
         routed = await self.chats.route(
             model if isinstance(model, str) else "",

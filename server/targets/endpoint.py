@@ -45,6 +45,11 @@ class CircuitBreaker:
         if self.state == "half-open":
             self._trial = True
 
+    def abandon(self) -> None:
+        """The request ended without an answer either way (its caller went away): the endpoint said
+        nothing about its health, so the state stays and a half-open trial slot is free again."""
+        self._trial = False
+
     def success(self) -> None:
         self._consecutive = 0
         self._opened_at = None

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from server.admission import BatchCost, Work
 from server.batching import Batcher
 from server.config import BatchingSection
 from server.errors import InferenceFailed, NotReady, Overloaded
@@ -147,23 +148,74 @@ def test_admission_is_bounded_and_all_or_nothing() -> None:
     run(scenario, model, max_batch_requests=4, max_queued_requests=5)
 
 
-def test_admission_by_expected_wait_refuses_at_once_what_would_wait_too_long() -> None:
-    """After batches of 20 ms per request, a 50 ms wait budget admits two requests ahead, not three."""
+def _measured(batcher: Batcher[int, int], ms_per_token: float) -> None:
+    """As if earlier batches of 10 tokens had each run 10 x ms_per_token."""
+    for i in range(5):
+        batcher.cost.observe(10, 10 * ms_per_token, float(i), float(i) + 0.01)
+
+
+def test_admission_by_expected_wait_counts_only_the_work_ahead() -> None:
+    """At 20 ms per token and a 500 ms budget: behind a running batch of 20 tokens (400 ms) a request
+    is admitted; behind that batch and one more queued request of 10 tokens (200 ms more), refused."""
     model = SlowModel()
 
     async def scenario(batcher: Batcher[int, int]) -> None:
-        batcher.per_request_ms = 20.0  # as measured by earlier batches (checked below)
-        admitted = [asyncio.ensure_future(batcher.submit(x, 1)) for x in range(2)]
+        _measured(batcher, 20.0)
+        running = [asyncio.ensure_future(batcher.submit(x, 10)) for x in range(2)]
         await wait_started(model)
-        with pytest.raises(Overloaded, match=r"expected wait 60 ms .* batching.max_queue_ms=50"):
-            await batcher.submit(2, 1)
-        assert batcher.queued == 2
+        queued = asyncio.ensure_future(batcher.submit(2, 10))
+        await asyncio.sleep(0)
+        assert batcher.queued == 3
+        with pytest.raises(
+            Overloaded,
+            match=r"expected wait \d+ ms for 3 requests \(30 tokens\) ahead exceeds batching.max_queue_ms=500",
+        ):
+            await batcher.submit(3, 10)
+        assert batcher.queued == 3  # the refusal left nothing behind
         model.release.set()
-        assert [r for r, _ in await asyncio.gather(*admitted)] == [0, 2]
-        assert batcher.per_request_ms is not None and batcher.per_request_ms < 20.0  # learnt from the run
-        assert (await batcher.submit(3, 1))[0] == 6  # the queue drained: admitted again
+        assert [r for r, _ in await asyncio.gather(*running, queued)] == [0, 2, 4]
+        # Learnt from the run: these batches were far cheaper than 20 ms per token.
+        assert batcher.cost.batch_ms(10) < 200.0
+        assert (await batcher.submit(3, 10))[0] == 6  # the queue drained: admitted again
 
-    run(scenario, model, max_queue_ms=50)
+    run(scenario, model, max_queue_ms=500)
+
+
+def test_an_idle_server_admits_a_request_larger_than_the_budget() -> None:
+    """The caller's own items never count: 64 long prompts at a measured 20 ms per token would take
+    far longer than the 500 ms budget, and they run; a small request behind them is refused."""
+    model = SlowModel()
+    model.release.set()
+
+    async def scenario(batcher: Batcher[int, int]) -> None:
+        _measured(batcher, 20.0)
+        model.release.clear()
+        big = asyncio.ensure_future(batcher.submit_many(list(range(64)), [256] * 64))
+        await wait_started(model)
+        with pytest.raises(Overloaded, match="expected wait"):
+            await batcher.submit(99, 5)
+        model.release.set()
+        assert [r for r, _ in await big] == [2 * x for x in range(64)]
+        assert (await batcher.submit(99, 5))[0] == 198
+
+    run(scenario, model, max_queue_ms=500, max_queued_requests=128)
+
+
+def test_the_cost_model_separates_overhead_from_tokens_and_forgets_after_idle() -> None:
+    cost = BatchCost()
+    assert not cost.measured and cost.wait_ms(Work(0, 0), 64, 16384, 0.0) == 0.0
+    for i, tokens in enumerate([10, 100, 1000, 50, 500] * 4):
+        cost.observe(tokens, 5.0 + 0.1 * tokens, float(i), float(i) + 0.001)
+    overhead, per_token = cost.coefficients()
+    assert overhead == pytest.approx(5.0, abs=1e-6) and per_token == pytest.approx(0.1, abs=1e-9)
+    # 130 requests of 100 tokens form 3 batches of at most 64: 3 overheads plus 13000 tokens.
+    assert cost.wait_ms(Work(130, 13000), 64, 16384, 20.0) == pytest.approx(20 + 3 * 5 + 1300)
+    # Nothing ahead: the wait is what is left of the running batch, never less than 0.
+    assert cost.wait_ms(Work(0, 0), 64, 16384, -3.0) == 0.0
+    # After a minute idle, two batches on a now 10x cheaper machine outweigh all the history.
+    cost.observe(100, 1.5, 80.0, 80.001)
+    cost.observe(1000, 10.5, 80.01, 80.011)
+    assert cost.batch_ms(1000) < 0.5 * (5.0 + 100.0)
 
 
 def test_closed_batcher_refuses_new_work() -> None:
