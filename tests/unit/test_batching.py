@@ -168,7 +168,7 @@ def test_admission_by_expected_wait_counts_only_the_work_ahead() -> None:
         assert batcher.queued == 3
         with pytest.raises(
             Overloaded,
-            match=r"expected wait \d+ ms for 3 requests \(30 tokens\) ahead exceeds batching.max_queue_ms=500",
+            match=r"expected wait \d+ ms for 3 requests \(30 tokens\) ahead exceeds .*max_queue_ms=500",
         ):
             await batcher.submit(3, 10)
         assert batcher.queued == 3  # the refusal left nothing behind
