@@ -108,7 +108,8 @@ def export_onnx(classifier: TaskClassifier, path: Path, precision: Precision) ->
             dynamo=False,
         )
     if precision == "int8":
-        with _root_logging_above_info():  # the quantiser narrates ~150 INFO lines on the root logger
+        # The quantiser narrates ~150 INFO lines and a pre-processing tip on the root logger.
+        with _root_logging_errors_only():
             quantize_dynamic(
                 str(fp32),
                 str(path),
@@ -123,10 +124,10 @@ def export_onnx(classifier: TaskClassifier, path: Path, precision: Precision) ->
 
 
 @contextlib.contextmanager
-def _root_logging_above_info() -> Iterator[None]:
+def _root_logging_errors_only() -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.WARNING))
+    root.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:

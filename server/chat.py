@@ -64,9 +64,15 @@ class ChatRouter:
         tokens = request_tokens(self.app, messages, max_tokens)
         if router is not None:
             return await self._routed(router, messages, max_tokens, max_cost_usd, key, tokens)
-        if model not in self.app.targets.catalog.models:
+        catalog = self.app.targets.catalog
+        if model not in catalog.models:
             known = ", ".join(f"{ROUTER_PREFIX}{r.spec.name}" for r in self.app.registry.list())
             raise InvalidInput(f"unknown model {model!r}; use a router ({known}) or a catalogue model")
+        if catalog.models[model].pool is None:
+            raise InvalidInput(
+                f"model {model!r} has no pool: routers may plan it, but it cannot be called; "
+                "GET /v1/models lists the callable ones"
+            )
         return Routed(None, None, admit(self.app, [model], "direct", tokens, max_cost_usd), False, key)
 
     async def _routed(

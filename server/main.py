@@ -167,14 +167,17 @@ def _serve_blocking(cfg: Config, on_serving: Callable[[], None] | None) -> None:
     asyncio.run(serve(cfg, on_serving))
 
 
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    # httpx logs every request at INFO: the endpoint health probes alone were 98% of the log. Failed
+    # probes still show, as this service's own warnings (server/targets).
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     cfg = load_config(argv)
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
-    )
-    # httpx logs every request at INFO: the endpoint health probes alone were 98% of the log.
-    # Failed probes still show, as this service's own warnings (server/targets).
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(cfg.log_level)
     if cfg.server.workers > 1:
         raise SystemExit(run_workers(cfg, _serve_blocking))
     _serve_blocking(cfg, None)

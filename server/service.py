@@ -207,6 +207,10 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
 
     async def _chat(self, request: pb.ChatRequest, record: RequestRecord) -> AsyncIterator[pb.ChatEvent]:
         messages = self._conversation(request)  # route() validates it
+        if request.HasField("temperature") and not (
+            math.isfinite(request.temperature) and request.temperature >= 0
+        ):
+            raise InvalidInput(f"temperature is {request.temperature!r}; use a finite number >= 0")
         record.messages = messages
         routed = await self.chats.route(
             request.model,
@@ -220,8 +224,6 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         if request.max_tokens:
             body["max_tokens"] = request.max_tokens
         if request.HasField("temperature"):
-            if not (math.isfinite(request.temperature) and request.temperature >= 0):
-                raise InvalidInput(f"temperature is {request.temperature!r}; use a finite number >= 0")
             body["temperature"] = request.temperature
         forwarder = Forwarder(self.app.targets)
         info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)

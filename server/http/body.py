@@ -40,7 +40,7 @@ async def json_body(request: Request) -> Any:
     raw = await request.body()
     too_deep = InvalidInput(f"the body nests objects and arrays more than {MAX_DEPTH} levels deep")
     try:
-        parsed = json.loads(raw, parse_constant=_no_constant)
+        parsed = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)  # JSON on the wire is UTF-8
     except RecursionError:
         raise too_deep from None
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors

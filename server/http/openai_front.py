@@ -168,7 +168,11 @@ class OpenAIFront:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         forwarder = Forwarder(self.app.targets)
         info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)
-        await self.chats.served(routed, info.name)
+        try:
+            await self.chats.served(routed, info.name)
+        except BaseException:  # cancelled or the pin store failed: free the endpoint slot first
+            await stream.close()
+            raise
         record.served(info.name, attempts, None, streamed=True)  # from here the stream ends the record
         telemetry = self.app.telemetry
 

@@ -3,6 +3,7 @@ stated tolerance of scores and of accuracy on a real labelled set. Real weights 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,40 @@ INT8_SCORE_TOLERANCE = 0.08
 INT8_ACCURACY_POINTS = 1.5
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+# What the root logger heard at INFO while the engines below exported (and int8-quantised) ONNX.
+EXPORT_LOG = _Records()
+
+
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Engine]:
     cache = tmp_path_factory.mktemp("onnx")
-    return {
-        backend: Engine.load(ModelSection(device="cpu", backend=backend, onnx_cache_dir=cache))
-        for backend in ("torch", "onnx", "onnx-int8")
-    }
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(EXPORT_LOG)
+    root.setLevel(logging.INFO)  # as the service runs
+    try:
+        return {
+            backend: Engine.load(ModelSection(device="cpu", backend=backend, onnx_cache_dir=cache))
+            for backend in ("torch", "onnx", "onnx-int8")
+        }
+    finally:
+        root.removeHandler(EXPORT_LOG)
+        root.setLevel(level)
+
+
+def test_the_int8_export_does_not_flood_the_log(engines: dict[str, Engine]) -> None:
+    """onnxruntime's quantiser logs ~150 INFO lines on the root logger; a first start printed them all."""
+    noisy = [r.getMessage() for r in EXPORT_LOG.records if r.name == "root"]
+    assert noisy == [], noisy[:5]
 
 
 def router_scores(engine: Engine) -> np.ndarray:
