@@ -262,7 +262,7 @@ def parser() -> argparse.ArgumentParser:
         "lofo", help="leave-one-family-out table: plain vs MoE vs no-experts, resumable, one fold at a time"
     )
     p.add_argument("--families", nargs="*", help="folds to run (default: every family)")
-    p.add_argument("--variants", nargs="+", default=["plain", "moe", "dense"], help="plain, moe, dense")
+    p.add_argument("--variants", nargs="+", default=["plain", "moe", "dense"], help="plain, moe, dense, open")
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--test-limit", type=int, default=1000, help="seeded sample of test rows per set")
     p.add_argument("--threads", type=int, default=0)

@@ -41,7 +41,10 @@ from training.train import TrainConfig, train
 
 # banking77_oos holds banking77's prompts under fewer intents: training on both repeats them.
 REPEATS = ("banking77_oos",)
-VARIANTS = ("plain", "moe", "dense")
+VARIANTS = ("plain", "moe", "dense", "open")
+# The "open" variant: the MoE trained with the open-set term (TrainConfig.open_set) at this weight
+# unless the command sets another.
+OPEN_SET_WEIGHT = 1.0
 
 
 def training_pool(
@@ -108,7 +111,10 @@ def run(
                 model, tokenizer, _ = load_checkpoint(plain_checkpoint)
                 row: dict[str, Any] = {}
             else:
-                variant_cfg = replace(cfg, dense_adapter=variant == "dense", keep_best=False)
+                open_set = (cfg.open_set or OPEN_SET_WEIGHT) if variant == "open" else 0.0
+                variant_cfg = replace(
+                    cfg, dense_adapter=variant == "dense", open_set=open_set, keep_best=False
+                )
                 run_dir = out / "runs" / f"{fold}-{variant}"
                 model, tokenizer, summary = train(
                     variant_cfg, load_taxonomies(pool), load_taxonomies(held), run_dir=run_dir
@@ -143,7 +149,12 @@ def _all_results(out: Path) -> dict[str, dict[str, Any]]:
 
 def _label(variant: str) -> str:
     base, _, alpha = variant.partition("@")
-    name = {"plain": "plain encoder", "moe": "MoE", "dense": "no-experts ablation"}.get(base, base)
+    name = {
+        "plain": "plain encoder",
+        "moe": "MoE",
+        "dense": "no-experts ablation",
+        "open": "MoE + open-set term",
+    }.get(base, base)
     return f"{name} x{alpha}" if alpha else name
 
 
@@ -274,7 +285,7 @@ def selection_table(results: dict[str, dict[str, Any]]) -> str:
     """What selection sees: the held-out families' validation accuracy, by training step and by
     interpolation weight, as means over the folds each covers (never test rows)."""
     lines = ["| variant | held-out val accuracy (mean over folds) | best |", "|---|---|---|"]
-    for variant in ("moe", "dense"):
+    for variant in ("moe", "dense", "open"):
         curve = selection(results, variant)
         if curve:
             best = max(curve, key=lambda s: curve[s])

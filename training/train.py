@@ -51,6 +51,11 @@ from training.evaluate import pick_threshold, score
 
 log = logging.getLogger(__name__)
 
+# The open-set term's learned similarity level: a parameter on the model while it trains (so resume
+# points and snapshots carry it), removed at the end and reported in the summary.
+OPEN_SET_LEVEL = "open_set_level"
+_OPEN_SET_START = 0.3  # about where the plain encoder's best similarities of unrelated prompts sit
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -90,6 +95,12 @@ class TrainConfig:
     patience: int = 4
     keep_best: bool = True  # end with the best validation state; False keeps the last one
     aux_weight: float = 0.01
+    # Weight of the open-set term (0 = off): each prompt is also scored with its own task left out,
+    # against a learned similarity level, and must then match nothing (fall below the level) while
+    # with its task present it must clear it. The softmax alone is blind to a shift of a prompt's
+    # whole row of similarities, which is exactly what tells an unseen neighbouring intent ("top up
+    # by cheque" among 50 banking intents) from an in-scope prompt.
+    open_set: float = 0.0
     scale: float = 20.0  # 1 / temperature of the contrastive softmax
     max_len: int = 64  # prompt tokens during training; descriptions and most prompts are shorter
     max_per_task: int = 300  # caps big taxonomies so that small ones are not drowned
@@ -406,12 +417,16 @@ def train(
         model.register_parameter(TASK_HEAD, nn.Parameter(start_emb[0].clone().to(device)))
         heads[train_sets[0].name] = model.task_head
 
+    if cfg.open_set:
+        model.register_parameter(OPEN_SET_LEVEL, nn.Parameter(torch.tensor(_OPEN_SET_START, device=device)))
+
     trainable = [p for p in model.parameters() if p.requires_grad]
-    # Gates, experts and the task head start from scratch and take the adapter rate; pretrained weights
-    # (with train_base) the small base rate.
+    # Gates, experts, the task head and the open-set level start from scratch and take the adapter
+    # rate; pretrained weights (with train_base) the small base rate.
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    fast = [p for n, p in named if _is_expert(n) or n == TASK_HEAD]
-    base = [p for n, p in named if not (_is_expert(n) or n == TASK_HEAD)]
+    own = (TASK_HEAD, OPEN_SET_LEVEL)
+    fast = [p for n, p in named if _is_expert(n) or n in own]
+    base = [p for n, p in named if not (_is_expert(n) or n in own)]
     optimizer = torch.optim.AdamW(
         [{"params": fast, "lr": cfg.lr}, {"params": base, "lr": cfg.base_lr}], weight_decay=0.01
     )
@@ -516,7 +531,10 @@ def train(
         mask = (near & ~same_tax).to(device)
         mask[torch.arange(len(positives)), target] = False
         logits = logits.masked_fill(mask, float("-inf"))
-        loss = nn.functional.cross_entropy(logits, target.to(device))
+        if cfg.open_set:
+            loss = _open_set_loss(logits, target.to(device), cfg.scale * model.open_set_level, cfg.open_set)
+        else:
+            loss = nn.functional.cross_entropy(logits, target.to(device))
         if cfg.task_head:  # the head scores every task of the taxonomy, not only the sampled ones
             head = nn.functional.normalize(model.task_head, dim=-1)
             tasks = torch.tensor([j for _, j in positives], device=device)
@@ -595,6 +613,10 @@ def train(
                 zip((t.description for t in train_sets[0].tasks), vectors, strict=True)
             )
             del model.task_head
+        open_set_level = None
+        if cfg.open_set:
+            open_set_level = round(float(model.open_set_level.detach()), 4)
+            del model.open_set_level
         threshold, how = pick_threshold(
             [score(model, tokenizer, t, "val", limit=cfg.val_limit, seed=cfg.seed) for t in val_sets]
         )
@@ -606,6 +628,7 @@ def train(
             "history": history,
             "threshold": threshold,
             "threshold_source": how,
+            "open_set_level": open_set_level,
             "seconds": round(seconds, 1),
             **throughput,
             "trainable_parameters": sum(p.numel() for p in trainable),
@@ -614,6 +637,24 @@ def train(
     if world > 1:
         dist.barrier()
     return model, tokenizer, summary
+
+
+def _open_set_loss(
+    logits: torch.Tensor, target: torch.Tensor, level: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """Cross-entropy over the candidates plus a "no task" column at `level` (scaled like the logits):
+    with the positive present it must win; with it removed (as if the taxonomy lacked that task) the
+    no-task column must, weighted `weight`."""
+    rows = torch.arange(len(target), device=logits.device)
+    no_task = level.reshape(1, 1).expand(len(target), 1)
+    present = torch.cat([logits, no_task], dim=1)
+    absent = torch.cat(
+        [logits.index_put((rows, target), torch.tensor(float("-inf"), device=logits.device)), no_task], dim=1
+    )
+    nothing = torch.full_like(target, logits.shape[1])
+    return nn.functional.cross_entropy(present, target) + weight * nn.functional.cross_entropy(
+        absent, nothing
+    )
 
 
 def _resumable_config(cfg: TrainConfig) -> dict[str, Any]:

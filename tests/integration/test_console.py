@@ -232,7 +232,8 @@ def test_console_api_refuses_bad_input_with_the_reason(service: ServerThread) ->
     too_many = {"router": "demo", "baseline": "strong", "rows": [{"text": "a", "label": "math"}] * 5001}
     assert "at most 5000" in httpx.post(base + "/evaluate", json=too_many, timeout=30).json()["message"]
     assert httpx.get(base + "/analyze?window_s=0").status_code == 400
-    assert httpx.post(base + "/route", content=b"{", timeout=30).status_code == 400
+    json_type = {"content-type": "application/json"}
+    assert httpx.post(base + "/route", content=b"{", headers=json_type, timeout=30).status_code == 400
 
 
 def test_analyze_shows_recent_traffic(page: object, service: ServerThread) -> None:

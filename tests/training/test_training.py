@@ -19,7 +19,7 @@ from models.checkpoint import WEIGHTS_FILE, base_state
 from tests.training.tiny import PROMPTS, TASKS, make_checkpoint, make_dataset
 from training.data import load_dataset_dir
 from training.encode import as_user, embed
-from training.train import TrainConfig, build_model, train
+from training.train import OPEN_SET_LEVEL, TrainConfig, _open_set_loss, build_model, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -358,3 +358,37 @@ def test_interpolating_the_experts_runs_from_the_base_to_the_trained_model(tiny:
     towards_base(half, 0.5)
     halfway = embed(half, tokenizer, texts)
     assert not torch.allclose(halfway, trained, atol=1e-4) and not torch.allclose(halfway, plain, atol=1e-4)
+
+
+def test_the_open_set_term_wants_the_positive_above_the_level_and_the_rest_below() -> None:
+    level = torch.tensor(20 * 0.3, requires_grad=True)
+    target = torch.tensor([0, 1])
+    separated = torch.tensor([[20 * 0.8, 20 * 0.1, 20 * 0.0], [20 * 0.1, 20 * 0.8, 20 * 0.0]])
+    crowded = torch.tensor([[20 * 0.8, 20 * 0.6, 20 * 0.0], [20 * 0.6, 20 * 0.8, 20 * 0.0]])
+    low = _open_set_loss(separated, target, level, 1.0)
+    high = _open_set_loss(crowded, target, level, 1.0)
+    # A neighbour above the level is what an unseen neighbouring intent looks like: it costs.
+    assert low.item() < 0.1 and high.item() > 1.0
+    # Same softmax over the candidates alone, yet the open-set loss tells the two rows apart.
+    plain = torch.nn.functional.cross_entropy
+    assert plain(separated - 20 * 0.5, target).item() == pytest.approx(
+        plain(separated, target).item(), rel=1e-5
+    )
+    assert _open_set_loss(separated - 20 * 0.5, target, level, 1.0).item() > low.item() + 0.5
+    high.backward()
+    assert level.grad is not None and level.grad.item() < 0  # raise the level above the neighbours
+
+
+def test_training_with_the_open_set_term_learns_its_level_and_resumes(
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint, data = tiny
+    cfg = config(checkpoint, max_steps=6, eval_every=2, keep_best=False, open_set=1.0)
+    straight, _, whole = train(cfg, [load_dataset_dir(data)])
+    assert whole["open_set_level"] is not None and whole["open_set_level"] != 0.3  # it moved
+    assert not hasattr(straight, OPEN_SET_LEVEL)  # nothing extra is saved or served
+    train(replace(cfg, stop_after=3), [load_dataset_dir(data)], run_dir=tmp_path / "run")
+    resumed, _, rest = train(cfg, [load_dataset_dir(data)], run_dir=tmp_path / "run")
+    assert rest["open_set_level"] == whole["open_set_level"]
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
