@@ -373,8 +373,7 @@ def test_a_body_that_stalls_is_408(service: ServerThread) -> None:
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b'Content-Length: 100\r\n\r\n{"model"'
     )
-    sock.settimeout(BODY_TIMEOUT_S + 10)
-    answer = sock.recv(65536)
+    answer = read_response(sock, BODY_TIMEOUT_S + 10)
     assert answer.startswith(b"HTTP/1.1 408") and b"http.body_timeout_s" in answer
     sock.close()
 
@@ -382,8 +381,7 @@ def test_a_body_that_stalls_is_408(service: ServerThread) -> None:
 def test_past_max_connections_a_new_connection_gets_503(service: ServerThread) -> None:
     held = [raw_connection(service) for _ in range(MAX_CONNECTIONS + 2)]
     try:
-        held[-1].settimeout(5)
-        answer = held[-1].recv(65536)
+        answer = read_response(held[-1], 5)
         assert answer.startswith(b"HTTP/1.1 503") and b"too many open connections" in answer
     finally:
         for sock in held:
