@@ -31,6 +31,12 @@ class ClassifierConfig:
     # similarities. Training inherits it from the init checkpoint; choose it on held-out sets with
     # `training.cli openset` (its "thresholds chosen on val"), as the shipped checkpoints' were.
     calibrated_threshold: float = 0.9
+    # The defaults for routers whose tasks carry examples (None: the same as without). Examples read
+    # like prompts, so in-scope prompts sit further above unrelated traffic than they do against bare
+    # descriptions, and the best operating point is higher; chosen on held-out sets' val rows like
+    # the others (`training.cli openset`, "chosen on val per kind of router").
+    calibrated_threshold_examples: float | None = None
+    threshold_examples: float | None = None
     # Weight of the description against the mean of the task's examples in the task prototype;
     # examples look like prompts, so they carry most of the weight when a task has them.
     description_weight: float = 0.25
@@ -58,8 +64,12 @@ class ClassifierConfig:
         if not 0.0 <= self.description_weight <= 1.0:
             raise ValueError(f"description_weight={self.description_weight} must be in [0, 1]")
 
-    def default_threshold(self, criterion: str) -> float:
-        return self.calibrated_threshold if criterion == "calibrated" else self.threshold
+    def default_threshold(self, criterion: str, examples: bool = False) -> float:
+        """The checkpoint's threshold for `criterion`, for a router with task examples or without."""
+        if criterion == "calibrated":
+            with_examples = self.calibrated_threshold_examples
+            return with_examples if examples and with_examples is not None else self.calibrated_threshold
+        return self.threshold_examples if examples and self.threshold_examples is not None else self.threshold
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

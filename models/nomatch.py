@@ -11,7 +11,9 @@ router:
   prototypes when it is compiled; each background prompt's best similarity gives a distribution,
   and a prompt's value is (best similarity - its mean) / its std. "0.9" reads the same on any
   router: the prompt's best match is 0.9 standard deviations above what random traffic finds there,
-  whatever the descriptions' style, the number of tasks or the examples. Within one router it is a
+  whatever the descriptions' style or the number of tasks. Against examples, in-scope prompts stand
+  further above random traffic than against bare descriptions, so a checkpoint may set a higher
+  default for routers with examples (`calibrated_threshold_examples`). Within one router it is a
   monotone function of the best similarity, so it ranks prompts exactly as the raw cosine does.
 - `similarity`: the best raw cosine, as before, for checkpoints and routers that set it.
 

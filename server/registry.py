@@ -162,13 +162,14 @@ class RouterRegistry:
         updated: float | None = None,
     ) -> CompiledRouter:
         criterion = spec.resolved_criterion(self._defaults.criterion)
-        compiled = await self._compile(spec, criterion, self._defaults.default_threshold(criterion))
+        default = self._defaults.default_threshold(criterion, any(t.examples for t in spec.tasks))
+        compiled = await self._compile(spec, criterion, default)
         if spec.threshold is not None:
             threshold, source = spec.threshold, "router"
         elif compiled.fit.examples or compiled.fit.fallback_examples:
             threshold, source = compiled.fit.threshold, "fitted"
         else:
-            threshold, source = self._defaults.default_threshold(criterion), "checkpoint"
+            threshold, source = default, "checkpoint"
         no_match = NoMatch(
             spec.context or self._defaults.context,
             criterion,

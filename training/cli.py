@@ -212,9 +212,19 @@ def cmd_openset(args: argparse.Namespace) -> None:
         for n in args.shots
         for how in ("shipped", "fitted")
     ]
-    (args.out / "openset.md").write_text("\n\n".join(tables) + "\n")
+    summary = [
+        openset.bar_summary(result, how, n, criterion)
+        for criterion in ("calibrated", "similarity")
+        for how in ("shipped", "selected", "per_kind", "fitted")
+        for n in args.shots
+    ]
+    (args.out / "openset.md").write_text("\n\n".join(tables) + "\n\n" + "\n".join(summary) + "\n")
     print("\n\n".join(tables))
+    print("\n".join(summary))
     print("thresholds chosen on val:", json.dumps(result["thresholds"]))
+    print(
+        "chosen on val per kind of router (by examples per task):", json.dumps(result["thresholds_by_shots"])
+    )
 
 
 def parser() -> argparse.ArgumentParser:

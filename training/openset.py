@@ -257,7 +257,7 @@ def decisions(
     scored = score_set(embedder, taxonomy, background, split, shots, limit)
     out: dict[str, dict[str, float]] = {}
     for criterion in criteria:
-        default = model.config.default_threshold(criterion)
+        default = model.config.default_threshold(criterion, shots > 0)
         fit = fitted_threshold(embedder, taxonomy, scored.view, background, criterion, default, split=split)
         for how, t in (("default", default), ("fitted", fit.threshold)):
             m = open_metrics(
@@ -303,10 +303,19 @@ def run(
         for n in shots:
             val[name, n] = score_set(embedder, taxonomy, background, "val", n, limit // 2 if limit else None)
             test[name, n] = score_set(embedder, taxonomy, background, "test", n, limit)
-    out: dict[str, Any] = {"context": embedder.context, "sets": list(sets), "rows": {}, "thresholds": {}}
+    out: dict[str, Any] = {
+        "context": embedder.context,
+        "sets": list(sets),
+        "rows": {},
+        "thresholds": {},
+        "thresholds_by_shots": {},
+    }
     for criterion in criteria:
         selected = pick_shared_threshold([val[name, n] for name in sets for n in shots], criterion)
         out["thresholds"][criterion] = selected
+        # The same choice made separately for routers without and with examples.
+        by_shots = {n: pick_shared_threshold([val[name, n] for name in sets], criterion) for n in shots}
+        out["thresholds_by_shots"][criterion] = {str(n): t for n, t in by_shots.items()}
         for n in shots:
             for name in sets:
                 scored = test[name, n]
@@ -316,12 +325,13 @@ def run(
                     scored.view,
                     background,
                     criterion,
-                    config.default_threshold(criterion),
+                    config.default_threshold(criterion, n > 0),
                 )
                 row = {}
                 for how, t in (
-                    ("shipped", config.default_threshold(criterion)),
+                    ("shipped", config.default_threshold(criterion, n > 0)),
                     ("selected", selected),
+                    ("per_kind", by_shots[n]),
                     ("fitted", fit.threshold),
                 ):
                     metrics = open_metrics(
@@ -332,6 +342,25 @@ def run(
                 row["fitted"]["expected_recall"] = fit.fallback_recall
                 out["rows"][f"{name}|{n}|{criterion}"] = row
     return out
+
+
+def bar_summary(result: dict[str, Any], how: str, shots: int, criterion: str) -> str:
+    """Against the routing bar: mean fallback recall and in-scope loss (closed-set minus in-scope
+    accuracy), and how many sets reach recall >= 0.85 with a loss of at most 3 points."""
+    picked = [v[how] for k, v in result["rows"].items() if k.endswith(f"|{shots}|{criterion}")]
+    with_fb = [m for m in picked if "fallback_recall" in m]
+    if not with_fb:
+        return f"{criterion}, {how}, {shots} ex.: no fallback rows"
+    recall = float(np.mean([m["fallback_recall"] for m in with_fb]))
+    loss = float(np.mean([m["closed_accuracy"] - m["in_scope_accuracy"] for m in with_fb]))
+    meet = sum(
+        m["fallback_recall"] >= 0.85 and m["closed_accuracy"] - m["in_scope_accuracy"] <= 0.03
+        for m in with_fb
+    )
+    return (
+        f"{criterion}, {how}, {shots} ex.: fallback recall {recall:.3f}, in-scope loss "
+        f"{100 * loss:.1f} points, {meet}/{len(with_fb)} sets with recall >= 0.85 and loss <= 3 points"
+    )
 
 
 def table(result: dict[str, Any], how: str, shots: int, criterion: str) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from google.protobuf import json_format
 
+from models import DEFAULT_CHECKPOINT
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 
@@ -215,9 +218,13 @@ def test_threshold_source_is_fitted_explicit_or_the_checkpoint_default(stub: pb_
         assert explicit.HasField("expected_fallback_recall") and explicit.examples == 5
         plain = created["plain"].no_match
         assert plain.threshold_source == "checkpoint" and not plain.HasField("expected_fallback_recall")
-        # Examples alone can only lower the default (so that they stay matched), never raise it.
+        # Examples alone can only lower the checkpoint's default for routers with examples (so that
+        # they stay matched), never raise it.
         examples = created["examples"].no_match
-        assert examples.threshold_source == "fitted" and examples.threshold <= plain.threshold
+        config = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())
+        assert plain.threshold == pytest.approx(config["calibrated_threshold"])
+        assert examples.threshold_source == "fitted"
+        assert examples.threshold <= config["calibrated_threshold_examples"] + 1e-9
         assert (examples.examples, examples.fallback_examples) == (2, 0)
         assert stub.GetRouter(pb.GetRouterRequest(name="helpdesk-fitted")).no_match == fitted
 

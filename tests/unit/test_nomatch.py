@@ -132,3 +132,13 @@ def test_the_sorted_sweep_finds_what_a_brute_force_sweep_finds() -> None:
         ]
         expected = candidates[int(np.flatnonzero(np.array(scores) >= max(scores) - 1e-9)[0])]
         assert _balanced_best(pos, right, neg) == pytest.approx(expected)
+
+
+def test_the_checkpoint_default_differs_for_routers_with_examples() -> None:
+    from models import ClassifierConfig
+
+    cfg = ClassifierConfig(calibrated_threshold=0.8, calibrated_threshold_examples=1.0, threshold=0.2)
+    assert cfg.default_threshold("calibrated") == 0.8
+    assert cfg.default_threshold("calibrated", examples=True) == 1.0
+    assert cfg.default_threshold("similarity", examples=True) == 0.2  # unset: the same as without
+    assert ClassifierConfig().default_threshold("calibrated", examples=True) == 0.9
