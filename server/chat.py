@@ -6,15 +6,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from models import ChatMessage
 from server.affinity import MAX_KEY_CHARS, Pin
 from server.app import App
 from server.errors import InvalidInput
-from server.pipeline import Classified, Plan, admit, classify, plan, request_tokens, validate_messages
+from server.forward import Attempt
+from server.pipeline import (
+    Classified,
+    Plan,
+    admit,
+    classify,
+    plan,
+    record_classified,
+    record_planned,
+    request_tokens,
+    validate_messages,
+)
 from server.registry import CompiledRouter
 from server.routers import FALLBACK
+from server.targets import ModelInfo
+from server.telemetry import RequestRecord
 
 ROUTER_PREFIX = "router:"
 PINNED = "pinned"
@@ -112,3 +126,35 @@ class ChatRouter:
             return
         pin = Pin(routed.router, routed.task or FALLBACK, model)
         await self.app.affinity.put(f"{routed.router}:{routed.affinity_key}", pin)
+
+
+def record_routed(record: RequestRecord, routed: Routed) -> None:
+    """A chat's routing: its classification (unless pinned or a plain model) and its candidates."""
+    if routed.classified is not None:
+        record_classified(record, routed.classified)
+    record.router = routed.router or ""
+    record.task = routed.task or ""
+    record.pinned = routed.pinned
+    record_planned(record, routed.plan)
+
+
+def attribution(
+    routed: Routed,
+    model: ModelInfo,
+    usage: dict[str, Any] | None,
+    attempts: Sequence[Attempt],
+) -> dict[str, Any]:
+    """Who served the request and what it cost, from the upstream's token counts and catalogue prices."""
+    prompt_tokens = int((usage or {}).get("prompt_tokens") or 0)
+    completion_tokens = int((usage or {}).get("completion_tokens") or 0)
+    return {
+        "router": routed.router,
+        "task": routed.task,
+        "model": model.name,
+        "pinned": routed.pinned,
+        "affinity_key": routed.affinity_key,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_usd": round(model.cost_usd(prompt_tokens, completion_tokens), 10),
+        "attempts": [asdict(a) for a in attempts],
+    }

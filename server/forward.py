@@ -3,7 +3,7 @@
 Before the first token reaches the caller, a timeout, connection error, 429 or 5xx moves on to the next
 candidate (and counts against that endpoint's circuit breaker). After it, nothing is replayed: a broken
 stream ends with an error event, so the caller never sees duplicated output. Every attempt is recorded
-and reported with the answer."""
+and reported with the answer (the attribution of who served it: server/chat.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from server.chat import Routed
 from server.errors import OverBudget, TargetUnavailable, UpstreamRejected
 from server.policies import Skip
 from server.targets import Endpoint, ModelInfo, Targets, UpstreamError
 from server.targets import upstream as protocol
+from server.telemetry import RequestRecord
 
 T = TypeVar("T")
 
@@ -147,23 +147,21 @@ class ForwardedStream:
             await self._upstream.close()
 
 
-def attribution(
-    routed: Routed,
-    model: ModelInfo,
-    usage: dict[str, Any] | None,
+def record_served(
+    record: RequestRecord,
+    model: str,
     attempts: Sequence[Attempt],
-) -> dict[str, Any]:
-    """Who served the request and what it cost, from the upstream's token counts and catalogue prices."""
-    prompt_tokens = int((usage or {}).get("prompt_tokens") or 0)
-    completion_tokens = int((usage or {}).get("completion_tokens") or 0)
-    return {
-        "router": routed.router,
-        "task": routed.task,
-        "model": model.name,
-        "pinned": routed.pinned,
-        "affinity_key": routed.affinity_key,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "cost_usd": round(model.cost_usd(prompt_tokens, completion_tokens), 10),
-        "attempts": [asdict(a) for a in attempts],
-    }
+    served: dict[str, Any] | None,
+    streamed: bool,
+) -> None:
+    """The model that answered, every attempt, and the attribution (tokens, cost) once known."""
+    record.model = model
+    record.streamed = streamed
+    record.attempts = [{"model": a.model, "outcome": a.outcome, "ms": round(a.ms, 3)} for a in attempts]
+    record.fallback_taken = len(attempts) > 1
+    record.target_ms = attempts[-1].ms if attempts else None
+    if served is not None:
+        record.prompt_tokens = served["prompt_tokens"]
+        record.completion_tokens = served["completion_tokens"]
+        record.cost_usd = served["cost_usd"]
+        record.cost_estimated = False

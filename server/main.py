@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from server.app import SERVICE_NAME, App
 from server.auth import Auth, GrpcAuth
 from server.config import Config, load_config
-from server.http import build_http_app
+from server.http.api import build_http_app
 from server.http.connections import guarded_h11
 from server.service import TaskRouterService, add_to_server
 from server.workers import run_workers

@@ -14,6 +14,8 @@ from server.config import LimitsSection
 from server.errors import InvalidInput, NotFound
 from server.policies import PREFERENCES, Skip, admissible, estimate_input_tokens, order_models
 from server.registry import CompiledRouter, Decision
+from server.targets import ModelInfo
+from server.telemetry import RequestRecord
 
 
 def validate_messages(messages: Sequence[ChatMessage], limits: LimitsSection, where: str = "") -> None:
@@ -119,3 +121,29 @@ def plan(
     if with_fallback and decision.matched:
         ordered += [m for m in router.spec.fallback_models if m not in ordered]
     return admit(app, ordered, policy, tokens, router.spec.max_cost_usd, max_cost_usd)
+
+
+def record_classified(record: RequestRecord, c: Classified) -> None:
+    record.router = c.router.spec.name
+    record.task = c.decision.task
+    record.matched = c.decision.matched
+    record.confidence = c.decision.scores[0].score if c.decision.scores else None
+    record.input_tokens = c.prompt.n_tokens
+    record.tokenize_ms = c.tokenize_ms
+    record.queue_ms = c.info.queue_ms
+    record.inference_ms = c.info.inference_ms
+    record.batch_size = c.info.size
+
+
+def record_planned(
+    record: RequestRecord, plan: Plan, first: ModelInfo | None = None, tokens: tuple[int, int] | None = None
+) -> None:
+    """The policy's candidates. With `first` and `tokens` (Route: nothing is called), the estimated
+    cost of sending the request to the first candidate."""
+    record.candidates = plan.models
+    record.policy = plan.policy
+    record.model = plan.models[0] if plan.models else ""
+    if first is not None and tokens is not None:
+        record.prompt_tokens, record.completion_tokens = tokens
+        record.cost_usd = first.cost_usd(*tokens)
+        record.cost_estimated = True

@@ -14,10 +14,19 @@ from google.protobuf import json_format
 from models import ChatMessage, PromptInput
 from server.app import App
 from server.batching import BatchInfo
-from server.chat import ChatRouter
+from server.chat import ChatRouter, attribution, record_routed
 from server.errors import InvalidInput, TargetUnavailable, grpc_errors, grpc_stream_errors, tolerant
-from server.forward import Forwarder, attribution
-from server.pipeline import Classified, classify, lookup_router, plan, request_tokens, validate_messages
+from server.forward import Forwarder, record_served
+from server.pipeline import (
+    Classified,
+    classify,
+    lookup_router,
+    plan,
+    record_classified,
+    record_planned,
+    request_tokens,
+    validate_messages,
+)
 from server.registry import CompiledRouter, Decision
 from server.routers import RouterSpec, parse_router
 from server.targets import UpstreamError
@@ -99,7 +108,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         messages = self._messages(request)
         record.messages = messages
         c = await classify(self.app, router, messages, received)
-        record.classified(c)
+        record_classified(record, c)
         return c, self._response(c.router, c.decision, c.prompt, c.info, c.tokenize_ms, c.received), messages
 
     @grpc_errors
@@ -143,7 +152,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             responses.append(self._response(router, decision, prompt, info, tokenize_ms, received))
             record = telemetry.start("ClassifyBatch")
             record.started, record.messages = received, messages
-            record.classified(Classified(router, decision, prompt, info, tokenize_ms, received))
+            record_classified(record, Classified(router, decision, prompt, info, tokenize_ms, received))
             telemetry.finish(record)
         return pb.ClassifyBatchResponse(results=responses)
 
@@ -187,7 +196,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     ) -> pb.RouteResponse:
         planned = plan(self.app, c.router, c.decision, messages)
         first = self.app.targets.model(planned.models[0]) if planned.models else None
-        record.planned(planned, first, request_tokens(self.app, messages, None))
+        record_planned(record, planned, first, request_tokens(self.app, messages, None))
         return pb.RouteResponse(
             classification=classification,
             models=planned.models,
@@ -219,7 +228,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             request.max_cost_usd if request.HasField("max_cost_usd") else None,
             request.affinity_key or None,
         )
-        record.routed(routed)
+        record_routed(record, routed)
         body: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in messages]}
         if request.max_tokens:
             body["max_tokens"] = request.max_tokens
@@ -227,7 +236,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             body["temperature"] = request.temperature
         forwarder = Forwarder(self.app.targets)
         info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)
-        record.served(info.name, attempts, None, streamed=True)
+        record_served(record, info.name, attempts, None, streamed=True)
         try:
             await self.chats.served(routed, info.name)
             yield pb.ChatEvent(
@@ -256,7 +265,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         finally:
             await stream.close()
         served = attribution(routed, info, usage, attempts)
-        record.served(info.name, attempts, served, streamed=True)
+        record_served(record, info.name, attempts, served, streamed=True)
         yield pb.ChatEvent(
             end=pb.ChatEnd(
                 finish_reason=finish,

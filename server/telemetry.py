@@ -1,9 +1,11 @@
 """What happened to each request, in one record that feeds both the Prometheus metrics and the request
 log, so the two never disagree.
 
-A handler opens a record (`with telemetry.request("Route") as rec:`), fills it as the request goes
-(classified, planned, served) and the record is finished when the block ends: OK, or the gRPC status
-name of the error that ended it. The batcher reports batches and rejections here too (BatchObserver).
+A handler opens a record (`with telemetry.request("Route") as rec:`), the parts fill it as the request
+goes (server/pipeline.py `record_classified` / `record_planned`, server/chat.py `record_routed`,
+server/forward.py `record_served`: telemetry knows none of their types) and the record is finished when
+the block ends: OK, or the gRPC status name of the error that ended it. The batcher reports batches and
+rejections here too (BatchObserver).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from models import ChatMessage
 from server.config import TelemetrySection
@@ -22,12 +24,6 @@ from server.metrics import Metrics
 from server.recent import RecentTraffic
 from server.request_log import RequestLog
 from server.shared_metrics import SharedMetrics
-
-if TYPE_CHECKING:
-    from server.chat import Routed
-    from server.forward import Attempt
-    from server.pipeline import Classified, Plan
-    from server.targets import ModelInfo
 
 OK = "OK"
 _ERROR_CHARS = 300
@@ -81,54 +77,6 @@ class RequestRecord:
     target_ms: float | None = None  # the answering model: time to first event (streamed) or whole answer
     messages: Sequence[ChatMessage] = ()
     finished: bool = False
-
-    def classified(self, c: Classified) -> None:
-        self.router = c.router.spec.name
-        self.task = c.decision.task
-        self.matched = c.decision.matched
-        self.confidence = c.decision.scores[0].score if c.decision.scores else None
-        self.input_tokens = c.prompt.n_tokens
-        self.tokenize_ms = c.tokenize_ms
-        self.queue_ms = c.info.queue_ms
-        self.inference_ms = c.info.inference_ms
-        self.batch_size = c.info.size
-
-    def planned(
-        self, plan: Plan, first: ModelInfo | None = None, tokens: tuple[int, int] | None = None
-    ) -> None:
-        """The policy's candidates. With `first` and `tokens` (Route: nothing is called), the estimated
-        cost of sending the request to the first candidate."""
-        self.candidates = plan.models
-        self.policy = plan.policy
-        self.model = plan.models[0] if plan.models else ""
-        if first is not None and tokens is not None:
-            self.prompt_tokens, self.completion_tokens = tokens
-            self.cost_usd = first.cost_usd(*tokens)
-            self.cost_estimated = True
-
-    def routed(self, routed: Routed) -> None:
-        """A chat's routing: its classification (unless pinned or a plain model) and its candidates."""
-        if routed.classified is not None:
-            self.classified(routed.classified)
-        self.router = routed.router or ""
-        self.task = routed.task or ""
-        self.pinned = routed.pinned
-        self.planned(routed.plan)
-
-    def served(
-        self, model: str, attempts: Sequence[Attempt], served: dict[str, Any] | None, streamed: bool
-    ) -> None:
-        """The model that answered, every attempt, and the attribution (tokens, cost) once known."""
-        self.model = model
-        self.streamed = streamed
-        self.attempts = [{"model": a.model, "outcome": a.outcome, "ms": round(a.ms, 3)} for a in attempts]
-        self.fallback_taken = len(attempts) > 1
-        self.target_ms = attempts[-1].ms if attempts else None
-        if served is not None:
-            self.prompt_tokens = served["prompt_tokens"]
-            self.completion_tokens = served["completion_tokens"]
-            self.cost_usd = served["cost_usd"]
-            self.cost_estimated = False
 
     def to_json(self, latency_ms: float, with_prompt: bool) -> dict[str, Any]:
         out: dict[str, Any] = {

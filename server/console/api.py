@@ -17,7 +17,15 @@ from server.console.evaluate import Row, score
 from server.errors import InvalidInput
 from server.http.body import json_body
 from server.http.openai_front import parse_messages
-from server.pipeline import classify, lookup_router, plan, request_tokens, validate_messages
+from server.pipeline import (
+    classify,
+    lookup_router,
+    plan,
+    record_classified,
+    record_planned,
+    request_tokens,
+    validate_messages,
+)
 
 MAX_EVALUATE_ROWS = 5000
 MAX_WINDOW_S = 24 * 3600
@@ -71,10 +79,10 @@ class ConsoleApi:
         with self.app.telemetry.request("console.route") as record:
             record.router, record.messages = router.spec.name, messages
             c = await classify(self.app, router, messages, received)
-            record.classified(c)
+            record_classified(record, c)
             planned = plan(self.app, router, c.decision, messages)
             tokens = request_tokens(self.app, messages, None)
-            record.planned(planned)
+            record_planned(record, planned)
         candidates = []
         for name in planned.models:
             entry = self._model(name)

@@ -22,9 +22,9 @@ from starlette.background import BackgroundTask
 
 from models import ChatMessage
 from server.app import App
-from server.chat import ROUTER_PREFIX, ChatRouter, Routed
+from server.chat import ROUTER_PREFIX, ChatRouter, Routed, attribution, record_routed
 from server.errors import InvalidInput
-from server.forward import Attempt, Forwarder, attribution
+from server.forward import Attempt, Forwarder, record_served
 from server.http.body import json_body
 from server.targets import ModelInfo, UpstreamError
 from server.telemetry import RequestRecord
@@ -150,7 +150,7 @@ class OpenAIFront:
             _max_cost(request),
             request.headers.get(AFFINITY),
         )
-        record.routed(routed)
+        record_routed(record, routed)
         if body.get("stream"):
             return await self._stream(body, routed, record)
         plan = routed.plan
@@ -158,7 +158,7 @@ class OpenAIFront:
         await self.chats.served(routed, info.name)
         answer["model"] = info.name
         served = attribution(routed, info, answer.get("usage"), attempts)
-        record.served(info.name, attempts, served, streamed=False)
+        record_served(record, info.name, attempts, served, streamed=False)
         answer["taskrouter"] = served
         headers = _headers(routed, info, attempts)
         headers["x-model-router-cost-usd"] = f"{served['cost_usd']:.10f}"
@@ -173,7 +173,8 @@ class OpenAIFront:
         except BaseException:  # cancelled or the pin store failed: free the endpoint slot first
             await stream.close()
             raise
-        record.served(info.name, attempts, None, streamed=True)  # from here the stream ends the record
+        # From here the stream ends the record.
+        record_served(record, info.name, attempts, None, streamed=True)
         telemetry = self.app.telemetry
 
         async def sse() -> AsyncIterator[bytes]:
@@ -201,7 +202,7 @@ class OpenAIFront:
                 if record.outcome != "OK":
                     telemetry.finish(record)
             served = attribution(routed, info, usage, attempts)
-            record.served(info.name, attempts, served, streamed=True)
+            record_served(record, info.name, attempts, served, streamed=True)
             telemetry.finish(record)
             yield f": taskrouter {json.dumps(served)}\n\n".encode()
             yield b"data: [DONE]\n\n"

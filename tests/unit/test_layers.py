@@ -1,0 +1,87 @@
+"""The server's import graph, read from the source (AST; TYPE_CHECKING imports included): no cycles,
+and no module imports a layer above its own (docs/ARCHITECTURE.md names the layers)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = ROOT / "server"
+
+# Lowest first; a module may import its own layer and those below. A package's modules take its layer.
+LAYERS: list[tuple[str, ...]] = [
+    ("server.config", "server.errors", "server.metrics", "server.recent", "server.request_log",
+     "server.shared_metrics", "server.admission", "server.affinity", "server.healthcheck", "server.workers"),
+    ("server.targets", "server.policies", "server.telemetry", "server.auth"),
+    ("server.routers", "server.persistence", "server.engine", "server.batching"),
+    ("server.registry",),
+    ("server.app",),
+    ("server.pipeline", "server.forward"),
+    ("server.chat",),
+    ("server.service", "server.http", "server.console"),
+    ("server.main", "server.analyze"),
+]  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def imports() -> dict[str, set[str]]:
+    """Every server module and the server modules it imports, with the packages those sit in (whose
+    __init__ runs first)."""
+    modules = {module_name(p): p for p in SERVER.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for target in targets:
+                parts = target.split(".")
+                found |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}
+        own_packages = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        graph[name] = {m for m in found if m in modules and m != name and m not in own_packages}
+    return graph
+
+
+def layer_of(module: str) -> int:
+    for level, members in enumerate(LAYERS):
+        if any(module == m or module.startswith(m + ".") for m in members):
+            return level
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS (and docs/ARCHITECTURE.md)")
+
+
+def test_the_server_has_no_import_cycle() -> None:
+    graph = imports()
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep) :] + [dep] if dep in path else [module, dep]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep, [*path, dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    upward = [
+        f"{module} (layer {layer_of(module)}) imports {dep} (layer {layer_of(dep)})"
+        for module, deps in imports().items()
+        if module != "server"
+        for dep in deps
+        if layer_of(dep) > layer_of(module)
+    ]
+    assert upward == []
