@@ -1,5 +1,8 @@
 """The running service's parts and their lifecycle: load the model, warm it up, compile the routers,
-start batching and the model targets, and only then report SERVING."""
+start batching and the model targets, build chat routing and the forwarder from them (each part gets
+the parts it uses, never this object), and only then report SERVING. The fronts (gRPC servicer, HTTP
+API, console) reach the parts through the guarded properties here, which answer UNAVAILABLE while
+loading."""
 
 from __future__ import annotations
 
@@ -10,15 +13,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 from grpc_health.v1 import health, health_pb2
 
-from models import PromptInput
 from server.affinity import AffinityStore, MemoryAffinity, RedisAffinity
 from server.batching import Batcher
+from server.chat import ChatRouter
 from server.config import AffinitySection, Config
-from server.engine import CompiledTasks, Engine, TaskText
+from server.engine import BatchItem, CompiledTasks, Engine, TaskText
 from server.errors import NotReady
+from server.forward import Forwarder
 from server.persistence import RouterState
 from server.registry import RouterRegistry
 from server.routers import RouterSpec, load_router_dir
@@ -28,8 +31,6 @@ from server.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "taskrouter.v1.TaskRouter"
-
-BatchItem = tuple[PromptInput, torch.Tensor]
 
 
 def make_affinity_store(cfg: AffinitySection) -> AffinityStore:
@@ -49,6 +50,8 @@ class App:
         self._batcher: Batcher[BatchItem, np.ndarray] | None = None
         self._targets: Targets | None = None
         self._affinity: AffinityStore | None = None
+        self._chats: ChatRouter | None = None
+        self._forwarder: Forwarder | None = None
         self.telemetry = Telemetry(cfg.telemetry)
         self._serving = False  # what the lifecycle wants; health also needs the classifier not stalled
         self.stalled = False
@@ -86,6 +89,20 @@ class App:
     @property
     def batcher(self) -> Batcher[BatchItem, np.ndarray]:
         return self._require()[2]
+
+    @property
+    def chats(self) -> ChatRouter:
+        """Chat routing (router or plain model, affinity pins), built at load from the parts it uses."""
+        if self._chats is None:
+            raise NotReady("the classifier is still loading; retry when grpc.health.v1 reports SERVING")
+        return self._chats
+
+    @property
+    def forwarder(self) -> Forwarder:
+        """The fallback chain to the model targets: the one instance both chat fronts use."""
+        if self._forwarder is None:
+            raise NotReady("the model targets are still starting; retry when grpc.health.v1 reports SERVING")
+        return self._forwarder
 
     async def set_serving(self, serving: bool) -> None:
         self._serving = serving
@@ -133,7 +150,8 @@ class App:
         specs = load_router_dir(self.cfg.routers.dir, catalog) if self.cfg.routers.dir else []
         targets = Targets(catalog, self.cfg.targets)
         self._targets = targets
-        self._affinity = make_affinity_store(self.cfg.affinity)
+        affinity = self._affinity = make_affinity_store(self.cfg.affinity)
+        self._forwarder = Forwarder(targets)
         # Launched vLLM replicas start while the classifier loads; SERVING waits for both.
         starting = asyncio.create_task(targets.start())
         engine = await loop.run_in_executor(
@@ -179,6 +197,15 @@ class App:
         self._watchdog = asyncio.create_task(self._watch(batcher), name="watchdog")
         await starting
         self._engine, self._registry, self._batcher = engine, registry, batcher
+        self._chats = ChatRouter(
+            registry,
+            engine,
+            batcher,
+            targets,
+            affinity,
+            self.cfg.limits,
+            self.cfg.targets.default_output_tokens,
+        )
         log.info("ready: %d routers (%s)", len(specs), ", ".join(s.name for s in specs) or "none")
         await self.set_serving(True)
 

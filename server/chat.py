@@ -10,12 +10,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from models import ChatMessage
-from server.affinity import MAX_KEY_CHARS, Pin
-from server.app import App
+from server.affinity import MAX_KEY_CHARS, AffinityStore, Pin
+from server.config import LimitsSection
+from server.engine import Engine
 from server.errors import InvalidInput
 from server.forward import Attempt
 from server.pipeline import (
     Classified,
+    ClassifierBatcher,
     Plan,
     admit,
     classify,
@@ -25,9 +27,9 @@ from server.pipeline import (
     request_tokens,
     validate_messages,
 )
-from server.registry import CompiledRouter
+from server.registry import CompiledRouter, RouterRegistry
 from server.routers import FALLBACK
-from server.targets import ModelInfo
+from server.targets import ModelInfo, Targets
 from server.telemetry import RequestRecord
 
 ROUTER_PREFIX = "router:"
@@ -53,8 +55,25 @@ def _check_key(key: str | None) -> str | None:
 
 
 class ChatRouter:
-    def __init__(self, app: App) -> None:
-        self.app = app
+    """Built once by the runtime (server/app.py) from the parts it uses."""
+
+    def __init__(
+        self,
+        registry: RouterRegistry,
+        engine: Engine,
+        batcher: ClassifierBatcher,
+        targets: Targets,
+        affinity: AffinityStore,
+        limits: LimitsSection,
+        default_output_tokens: int,
+    ) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.batcher = batcher
+        self.targets = targets
+        self.affinity = affinity
+        self.limits = limits
+        self.default_output_tokens = default_output_tokens
 
     async def route(
         self,
@@ -71,42 +90,39 @@ class ChatRouter:
             raise InvalidInput(
                 f"max_cost_usd is {max_cost_usd!r}; use a positive, finite number of USD or leave it unset"
             )
-        router = (
-            self.app.registry.get(model[len(ROUTER_PREFIX) :]) if model.startswith(ROUTER_PREFIX) else None
-        )
-        validate_messages(messages, self.app.cfg.limits)  # once, for every path below
-        tokens = request_tokens(self.app, messages, max_tokens)
+        router = self.registry.get(model[len(ROUTER_PREFIX) :]) if model.startswith(ROUTER_PREFIX) else None
+        validate_messages(messages, self.limits)  # once, for every path below
+        tokens = request_tokens(messages, max_tokens, self.default_output_tokens)
         if router is not None:
-            return await self._routed(router, messages, max_tokens, max_cost_usd, key, tokens)
-        catalog = self.app.targets.catalog
+            return await self._routed(router, messages, max_cost_usd, key, tokens)
+        catalog = self.targets.catalog
         if model not in catalog.models:
-            known = ", ".join(f"{ROUTER_PREFIX}{r.spec.name}" for r in self.app.registry.list())
+            known = ", ".join(f"{ROUTER_PREFIX}{r.spec.name}" for r in self.registry.list())
             raise InvalidInput(f"unknown model {model!r}; use a router ({known}) or a catalogue model")
         if catalog.models[model].pool is None:
             raise InvalidInput(
                 f"model {model!r} has no pool: routers may plan it, but it cannot be called; "
                 "GET /v1/models lists the callable ones"
             )
-        return Routed(None, None, admit(self.app, [model], "direct", tokens, max_cost_usd), False, key)
+        return Routed(None, None, admit(self.targets, [model], "direct", tokens, max_cost_usd), False, key)
 
     async def _routed(
         self,
         router: CompiledRouter,
         messages: Sequence[ChatMessage],
-        max_tokens: int | None,
         max_cost_usd: float | None,
         key: str | None,
         tokens: tuple[int, int],
     ) -> Routed:
         name = router.spec.name
         if key is not None:
-            pin = await self.app.affinity.get(f"{name}:{key}")
+            pin = await self.affinity.get(f"{name}:{key}")
             if pin is not None:
                 pinned = self._pinned_plan(router, pin, tokens, max_cost_usd)
                 if pinned is not None:
                     return Routed(name, pin.task, pinned, True, key)
-        classified = await classify(self.app, router, messages)
-        chosen = plan(self.app, router, classified.decision, messages, max_tokens, max_cost_usd, True)
+        classified = await classify(self.engine, self.batcher, router, messages)
+        chosen = plan(self.targets, router, classified.decision, tokens, max_cost_usd, with_fallback=True)
         return Routed(name, classified.decision.task, chosen, False, key, classified)
 
     def _pinned_plan(
@@ -114,10 +130,10 @@ class ChatRouter:
     ) -> Plan | None:
         """The pinned model first, then the router's fallback models; None when the pinned model can no
         longer take the request (gone from the catalogue, unhealthy, over budget): route afresh."""
-        if pin.model not in self.app.targets.catalog.models:
+        if pin.model not in self.targets.catalog.models:
             return None
         ordered = [pin.model] + [m for m in router.spec.fallback_models if m != pin.model]
-        pinned = admit(self.app, ordered, PINNED, tokens, router.spec.max_cost_usd, max_cost_usd)
+        pinned = admit(self.targets, ordered, PINNED, tokens, router.spec.max_cost_usd, max_cost_usd)
         return pinned if pinned.models[:1] == (pin.model,) else None
 
     async def served(self, routed: Routed, model: str) -> None:
@@ -125,7 +141,7 @@ class ChatRouter:
         if routed.affinity_key is None or routed.router is None:
             return
         pin = Pin(routed.router, routed.task or FALLBACK, model)
-        await self.app.affinity.put(f"{routed.router}:{routed.affinity_key}", pin)
+        await self.affinity.put(f"{routed.router}:{routed.affinity_key}", pin)
 
 
 def record_routed(record: RequestRecord, routed: Routed) -> None:

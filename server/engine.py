@@ -35,6 +35,9 @@ from models.nomatch import Calibration, Fit, background_prompts, calibrate, fit_
 from models.onnx_export import OnnxEncoder, cached_export, onnx_available
 from server.config import ModelSection
 
+# What the batcher queues for the engine: a prepared prompt and its router's task prototypes.
+BatchItem = tuple[PromptInput, torch.Tensor]
+
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

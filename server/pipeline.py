@@ -1,5 +1,6 @@
-"""One request's path, shared by the gRPC servicer and the HTTP API: validate the conversation,
-classify it against a router, and list the models to try in policy order."""
+"""One request's path, shared by the gRPC servicer, the HTTP API and the console: validate the
+conversation, classify it against a router, and list the models to try in policy order. Every function
+takes the parts it uses (registry, engine, batcher, targets), never the whole runtime."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from models import ALLOWED_ROLES, ChatMessage, PromptInput
-from server.app import App
-from server.batching import BatchInfo
+from server.batching import Batcher, BatchInfo
 from server.config import LimitsSection
+from server.engine import BatchItem, Engine
 from server.errors import InvalidInput, NotFound
 from server.policies import PREFERENCES, Skip, admissible, estimate_input_tokens, order_models
-from server.registry import CompiledRouter, Decision
-from server.targets import ModelInfo
+from server.registry import CompiledRouter, Decision, RouterRegistry
+from server.targets import ModelInfo, Targets
 from server.telemetry import RequestRecord
+
+ClassifierBatcher = Batcher[BatchItem, np.ndarray]
 
 
 def validate_messages(messages: Sequence[ChatMessage], limits: LimitsSection, where: str = "") -> None:
@@ -40,12 +45,12 @@ def validate_messages(messages: Sequence[ChatMessage], limits: LimitsSection, wh
         raise InvalidInput(f"{where}prompt is empty: set prompt, or messages with non-empty content")
 
 
-def lookup_router(app: App, name: str, where: str = "") -> CompiledRouter:
+def lookup_router(registry: RouterRegistry, name: str, where: str = "") -> CompiledRouter:
     if not name:
-        known = ", ".join(r.spec.name for r in app.registry.list()) or "none"
+        known = ", ".join(r.spec.name for r in registry.list()) or "none"
         raise InvalidInput(f"{where}router is required; known: {known}")
     try:
-        return app.registry.get(name)
+        return registry.get(name)
     except NotFound as exc:
         if not where:
             raise
@@ -63,14 +68,18 @@ class Classified:
 
 
 async def classify(
-    app: App, router: CompiledRouter, messages: Sequence[ChatMessage], received: float | None = None
+    engine: Engine,
+    batcher: ClassifierBatcher,
+    router: CompiledRouter,
+    messages: Sequence[ChatMessage],
+    received: float | None = None,
 ) -> Classified:
     """Score `messages` (already validated by the caller) against `router`'s tasks. `received`: when
     the request arrived (perf_counter), so its latency includes the caller's checks."""
     received = time.perf_counter() if received is None else received
-    prompt = app.engine.prepare(list(messages), router.context)
+    prompt = engine.prepare(list(messages), router.context)
     tokenize_ms = (time.perf_counter() - received) * 1e3
-    sims, info = await app.batcher.submit((prompt, router.prototypes), prompt.n_tokens)
+    sims, info = await batcher.submit((prompt, router.prototypes), prompt.n_tokens)
     return Classified(router, router.decide(sims), prompt, info, tokenize_ms, received)
 
 
@@ -83,44 +92,41 @@ class Plan:
     skipped: tuple[Skip, ...]
 
 
-def request_tokens(app: App, messages: Sequence[ChatMessage], max_tokens: int | None) -> tuple[int, int]:
+def request_tokens(
+    messages: Sequence[ChatMessage], max_tokens: int | None, default_output_tokens: int
+) -> tuple[int, int]:
     """(input, output) token estimates that the cheapest policy and the cost cap price."""
-    return (
-        estimate_input_tokens([m.content for m in messages]),
-        max_tokens or app.cfg.targets.default_output_tokens,
-    )
+    return estimate_input_tokens([m.content for m in messages]), max_tokens or default_output_tokens
 
 
 def admit(
-    app: App, ordered: Sequence[str], policy: str, tokens: tuple[int, int], *caps: float | None
+    targets: Targets, ordered: Sequence[str], policy: str, tokens: tuple[int, int], *caps: float | None
 ) -> Plan:
     """Keep the ordered candidates that can take the request; the lowest of the given cost caps applies."""
     limits = [c for c in caps if c is not None]
     keep, skipped = admissible(
-        ordered, app.targets.catalog, app.targets.healthy, *tokens, min(limits) if limits else None
+        ordered, targets.catalog, targets.healthy, *tokens, min(limits) if limits else None
     )
     return Plan(tuple(keep), policy, tuple(skipped))
 
 
 def plan(
-    app: App,
+    targets: Targets,
     router: CompiledRouter,
     decision: Decision,
-    messages: Sequence[ChatMessage],
-    max_tokens: int | None = None,
+    tokens: tuple[int, int],
     max_cost_usd: float | None = None,
     with_fallback: bool = False,
 ) -> Plan:
     """Order the decision's pool by its policy with live signals, then drop what cannot serve it.
-    `with_fallback` (forwarding) appends the router's fallback models after a matched task's pool."""
-    targets = app.targets
-    tokens = request_tokens(app, messages, max_tokens)
+    `tokens`: the request's (input, output) estimate (`request_tokens`). `with_fallback`
+    (forwarding) appends the router's fallback models after a matched task's pool."""
     pool, policy = router.pool(decision)
     prefer = policy if policy in PREFERENCES else None
     ordered = list(order_models(pool, prefer, targets.catalog, targets.stats, *tokens))
     if with_fallback and decision.matched:
         ordered += [m for m in router.spec.fallback_models if m not in ordered]
-    return admit(app, ordered, policy, tokens, router.spec.max_cost_usd, max_cost_usd)
+    return admit(targets, ordered, policy, tokens, router.spec.max_cost_usd, max_cost_usd)
 
 
 def record_classified(record: RequestRecord, c: Classified) -> None:

@@ -14,9 +14,9 @@ from google.protobuf import json_format
 from models import ChatMessage, PromptInput
 from server.app import App
 from server.batching import BatchInfo
-from server.chat import ChatRouter, attribution, record_routed
+from server.chat import attribution, record_routed
 from server.errors import InvalidInput, TargetUnavailable, grpc_errors, grpc_stream_errors, tolerant
-from server.forward import Forwarder, record_served
+from server.forward import record_served
 from server.pipeline import (
     Classified,
     classify,
@@ -45,7 +45,6 @@ def _ms(seconds: float) -> float:
 class TaskRouterService(pb_grpc.TaskRouterServicer):
     def __init__(self, app: App) -> None:
         self.app = app
-        self.chats = ChatRouter(app)
 
     # ---- request validation -------------------------------------------------------------------
 
@@ -63,7 +62,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         return messages
 
     def _router(self, name: str, where: str = "") -> CompiledRouter:
-        return lookup_router(self.app, name, where)
+        return lookup_router(self.app.registry, name, where)
 
     # ---- classification -----------------------------------------------------------------------
 
@@ -107,7 +106,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         record.router = router.spec.name
         messages = self._messages(request)
         record.messages = messages
-        c = await classify(self.app, router, messages, received)
+        c = await classify(self.app.engine, self.app.batcher, router, messages, received)
         record_classified(record, c)
         return c, self._response(c.router, c.decision, c.prompt, c.info, c.tokenize_ms, c.received), messages
 
@@ -194,9 +193,11 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         messages: list[ChatMessage],
         record: RequestRecord,
     ) -> pb.RouteResponse:
-        planned = plan(self.app, c.router, c.decision, messages)
-        first = self.app.targets.model(planned.models[0]) if planned.models else None
-        record_planned(record, planned, first, request_tokens(self.app, messages, None))
+        targets = self.app.targets
+        tokens = request_tokens(messages, None, self.app.cfg.targets.default_output_tokens)
+        planned = plan(targets, c.router, c.decision, tokens)
+        first = targets.model(planned.models[0]) if planned.models else None
+        record_planned(record, planned, first, tokens)
         return pb.RouteResponse(
             classification=classification,
             models=planned.models,
@@ -221,7 +222,8 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         ):
             raise InvalidInput(f"temperature is {request.temperature!r}; use a finite number >= 0")
         record.messages = messages
-        routed = await self.chats.route(
+        chats = self.app.chats
+        routed = await chats.route(
             request.model,
             messages,
             request.max_tokens or None,
@@ -234,11 +236,12 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             body["max_tokens"] = request.max_tokens
         if request.HasField("temperature"):
             body["temperature"] = request.temperature
-        forwarder = Forwarder(self.app.targets)
-        info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)
+        info, stream, attempts = await self.app.forwarder.stream(
+            routed.plan.models, routed.plan.skipped, body
+        )
         record_served(record, info.name, attempts, None, streamed=True)
         try:
-            await self.chats.served(routed, info.name)
+            await chats.served(routed, info.name)
             yield pb.ChatEvent(
                 start=pb.ChatStart(
                     router=routed.router or "",

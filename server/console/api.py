@@ -73,15 +73,15 @@ class ConsoleApi:
         """Classify and plan one conversation, with everything the playground draws."""
         received = time.perf_counter()
         body = await _json(request)
-        router = lookup_router(self.app, str(body.get("router") or ""))
+        router = lookup_router(self.app.registry, str(body.get("router") or ""))
         messages = parse_messages(body)
         validate_messages(messages, self.app.cfg.limits)
         with self.app.telemetry.request("console.route") as record:
             record.router, record.messages = router.spec.name, messages
-            c = await classify(self.app, router, messages, received)
+            c = await classify(self.app.engine, self.app.batcher, router, messages, received)
             record_classified(record, c)
-            planned = plan(self.app, router, c.decision, messages)
-            tokens = request_tokens(self.app, messages, None)
+            tokens = request_tokens(messages, None, self.app.cfg.targets.default_output_tokens)
+            planned = plan(self.app.targets, router, c.decision, tokens)
             record_planned(record, planned)
         candidates = []
         for name in planned.models:
@@ -114,7 +114,7 @@ class ConsoleApi:
     async def evaluate(self, request: Request) -> dict[str, Any]:
         """{router, baseline, rows: [{text, label}]}: classify every row as the router would."""
         body = await _json(request)
-        router = lookup_router(self.app, str(body.get("router") or ""))
+        router = lookup_router(self.app.registry, str(body.get("router") or ""))
         baseline = body.get("baseline")
         catalog = self.app.targets.catalog
         if baseline not in catalog.models:
@@ -150,8 +150,8 @@ class ConsoleApi:
         for messages, label, (sims, _) in zip(conversations, labels, results, strict=True):
             decision = router.decide(sims)
             pool, _policy = router.pool(decision)
-            tokens = request_tokens(self.app, messages, None)
-            first = plan(self.app, router, decision, messages).models
+            tokens = request_tokens(messages, None, self.app.cfg.targets.default_output_tokens)
+            first = plan(self.app.targets, router, decision, tokens).models
             routed = catalog.models[first[0] if first else pool[0]].cost_usd(*tokens)
             best = decision.scores[0]
             scored.append(

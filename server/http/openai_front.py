@@ -22,9 +22,9 @@ from starlette.background import BackgroundTask
 
 from models import ChatMessage
 from server.app import App
-from server.chat import ROUTER_PREFIX, ChatRouter, Routed, attribution, record_routed
+from server.chat import ROUTER_PREFIX, Routed, attribution, record_routed
 from server.errors import InvalidInput
-from server.forward import Attempt, Forwarder, record_served
+from server.forward import Attempt, record_served
 from server.http.body import json_body
 from server.targets import ModelInfo, UpstreamError
 from server.telemetry import RequestRecord
@@ -105,7 +105,6 @@ def _headers(routed: Routed, model: ModelInfo, attempts: list[Attempt]) -> dict[
 class OpenAIFront:
     def __init__(self, app: App) -> None:
         self.app = app
-        self.chats = ChatRouter(app)
 
     def routes(self) -> APIRouter:
         api = APIRouter()
@@ -143,7 +142,7 @@ class OpenAIFront:
         messages = parse_messages(body)
         _check_stream_fields(body)
         record.messages = messages
-        routed = await self.chats.route(
+        routed = await self.app.chats.route(
             model if isinstance(model, str) else "",
             messages,
             _max_tokens(body),
@@ -154,8 +153,8 @@ class OpenAIFront:
         if body.get("stream"):
             return await self._stream(body, routed, record)
         plan = routed.plan
-        info, answer, attempts = await Forwarder(self.app.targets).complete(plan.models, plan.skipped, body)
-        await self.chats.served(routed, info.name)
+        info, answer, attempts = await self.app.forwarder.complete(plan.models, plan.skipped, body)
+        await self.app.chats.served(routed, info.name)
         answer["model"] = info.name
         served = attribution(routed, info, answer.get("usage"), attempts)
         record_served(record, info.name, attempts, served, streamed=False)
@@ -166,10 +165,11 @@ class OpenAIFront:
 
     async def _stream(self, body: dict[str, Any], routed: Routed, record: RequestRecord) -> StreamingResponse:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        forwarder = Forwarder(self.app.targets)
-        info, stream, attempts = await forwarder.stream(routed.plan.models, routed.plan.skipped, body)
+        info, stream, attempts = await self.app.forwarder.stream(
+            routed.plan.models, routed.plan.skipped, body
+        )
         try:
-            await self.chats.served(routed, info.name)
+            await self.app.chats.served(routed, info.name)
         except BaseException:  # cancelled or the pin store failed: free the endpoint slot first
             await stream.close()
             raise

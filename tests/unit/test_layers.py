@@ -16,9 +16,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("server.targets", "server.policies", "server.telemetry", "server.auth"),
     ("server.routers", "server.persistence", "server.engine", "server.batching"),
     ("server.registry",),
-    ("server.app",),
     ("server.pipeline", "server.forward"),
     ("server.chat",),
+    ("server.app",),
     ("server.service", "server.http", "server.console"),
     ("server.main", "server.analyze"),
 ]  # fmt: skip
