@@ -106,7 +106,6 @@ class Engine:
         tokenizer: PreTrainedTokenizerBase,
         device: torch.device,
         dtype: torch.dtype,
-        metadata: dict | None = None,
         onnx: OnnxEncoder | None = None,
         backend: str = "torch",
         graphs: GraphedEncoder | None = None,
@@ -115,7 +114,6 @@ class Engine:
         self.tokenizer = tokenizer
         self.device = device
         self.dtype = dtype
-        self.metadata = metadata or {}
         self.onnx = onnx
         self.backend = backend
         self.graphs = graphs
@@ -130,7 +128,7 @@ class Engine:
         backend = pick_backend(cfg.backend, device)
         if cfg.threads and device.type == "cpu":
             torch.set_num_threads(cfg.threads)
-        model, tokenizer, metadata = load_checkpoint(checkpoint)
+        model, tokenizer, _ = load_checkpoint(checkpoint)
         onnx = None
         if backend.startswith("onnx"):
             precision = "int8" if backend == "onnx-int8" else "fp32"
@@ -145,7 +143,7 @@ class Engine:
                 log.warning("ONNX export failed (%s: %s); serving with torch", type(exc).__name__, exc)
                 backend = "torch"
         log.info("loaded checkpoint %s: %s on %s (%s)", checkpoint, backend, device, dtype)
-        engine = cls(model, tokenizer, device, dtype, metadata, onnx, backend)
+        engine = cls(model, tokenizer, device, dtype, onnx, backend)
         if device.type == "cuda" and backend == "torch" and cfg.cuda_graphs:
             engine.graphs = GraphedEncoder(
                 engine.model, device, max_batch, engine.max_tokens, engine.pad_id

@@ -16,7 +16,7 @@ from server.errors import OverBudget, TargetUnavailable, UpstreamRejected
 from server.policies import Skip
 from server.targets import Endpoint, ModelInfo, Targets, UpstreamError
 from server.targets import upstream as protocol
-from server.telemetry import RequestRecord
+from server.telemetry import ATTEMPT_OK, SKIPPED, RequestRecord
 
 T = TypeVar("T")
 
@@ -52,14 +52,14 @@ class Forwarder:
         skipped: Sequence[Skip],
         call: Callable[[Endpoint, ModelInfo], Awaitable[T]],
     ) -> tuple[ModelInfo, Endpoint, T, list[Attempt]]:
-        attempts = [Attempt(s.model, None, f"skipped: {s.reason}", 0.0) for s in skipped]
+        attempts = [Attempt(s.model, None, f"{SKIPPED}: {s.reason}", 0.0) for s in skipped]
         for name in models:
             info = self.targets.model(name)
             pool = self.targets.pool_of(name)
             endpoint = pool.pick() if pool is not None else None
             if endpoint is None:
                 reason = "no pool configured" if pool is None else "no endpoint available"
-                attempts.append(Attempt(name, None, f"skipped: {reason}", 0.0))
+                attempts.append(Attempt(name, None, f"{SKIPPED}: {reason}", 0.0))
                 continue
             endpoint.breaker.begin()
             endpoint.outstanding += 1
@@ -83,7 +83,7 @@ class Forwarder:
                 raise
             ms = (time.perf_counter() - started) * 1e3
             endpoint.breaker.success()
-            attempts.append(Attempt(name, endpoint.base_url, "ok", ms))
+            attempts.append(Attempt(name, endpoint.base_url, ATTEMPT_OK, ms))
             return info, endpoint, result, attempts
         # Nothing was even tried and the cap is why some were left out: a bigger cap would help.
         tried = any(a.endpoint is not None for a in attempts)

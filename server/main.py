@@ -125,10 +125,10 @@ async def build_server(cfg: Config) -> Service:
         port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {cfg.server.host}:{cfg.server.port}")
-    service = Service(app, server, port, None)
-    if cfg.http.port is not None:
-        service._http, service._http_socket, service.http_port = _http_server(cfg, app, auth)
-    return service
+    if cfg.http.port is None:
+        return Service(app, server, port, None)
+    http, http_socket, http_port = _http_server(cfg, app, auth)
+    return Service(app, server, port, http_port, http, http_socket)
 
 
 async def serve(cfg: Config, on_serving: Callable[[], None] | None = None) -> None:

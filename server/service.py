@@ -1,4 +1,6 @@
-"""The gRPC servicer: proto <-> domain objects, nothing else."""
+"""The gRPC servicer: requests from protobuf into the domain calls (server/pipeline.py, server/chat.py,
+the registry) and their answers back, with each request's record; how it registers with the server
+(`add_to_server`, which turns undecodable messages into INVALID_ARGUMENT)."""
 
 from __future__ import annotations
 

@@ -27,6 +27,18 @@ from server.shared_metrics import SharedMetrics
 
 OK = "OK"
 _ERROR_CHARS = 300
+# Every `api` a request record carries (the fronts open records under these names; the offline
+# analysis reads them back): one list, so the two cannot drift apart.
+CLASSIFYING_APIS = ("Classify", "ClassifyBatch", "Route", "Chat", "chat.completions", "console.route")
+# How an attempt at a model ended, as the forwarder writes it: "ok", "skipped: <why>" (never sent),
+# or the failure ("timeout", "HTTP 503", ...).
+ATTEMPT_OK = "ok"
+SKIPPED = "skipped"
+
+
+def attempt_failed(outcome: str) -> bool:
+    """Was the attempt sent and did it fail (not answered, not skipped)?"""
+    return outcome != ATTEMPT_OK and not outcome.startswith(SKIPPED)
 
 
 def _outcome(exc: BaseException) -> str:
@@ -185,7 +197,7 @@ class Telemetry:
         m = self.metrics
         for attempt in record.attempts:
             outcome = attempt["outcome"]
-            if outcome != "ok" and not outcome.startswith("skipped"):
+            if attempt_failed(outcome):
                 m.target_errors.labels(attempt["model"], _error_kind(outcome)).inc()
         if not record.attempts or record.outcome != OK:
             return

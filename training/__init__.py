@@ -1,4 +1,5 @@
-"""Fine-tuning, data and evaluation of the task classifier (the training issue fills this in).
+"""Fine-tuning, data and evaluation of the task classifier: training runs, leave-one-family-out
+evaluation, the open-set routing table (training/README.md).
 
 Imports `models`; nothing imports `training`, so the server never loads it.
 """

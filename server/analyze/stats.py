@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from server.targets import Catalog
-
-CLASSIFYING = ("Classify", "ClassifyBatch", "Route", "Chat", "chat.completions")
+from server.telemetry import CLASSIFYING_APIS, attempt_failed
 
 
 def read_log(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -159,7 +158,7 @@ def compute(records: Sequence[dict[str, Any]], skipped: int, catalog: Catalog, b
         raise ValueError("the log has no requests")
     ok = [r for r in records if r["outcome"] == "OK"]
     classified = [r for r in records if r.get("matched") is not None]
-    latency = {api: percentiles([r["latency_ms"] for r in ok if r["api"] == api]) for api in CLASSIFYING}
+    latency = {api: percentiles([r["latency_ms"] for r in ok if r["api"] == api]) for api in CLASSIFYING_APIS}
     stages = {
         stage: percentiles([r[f"{stage}_ms"] for r in ok if r.get(f"{stage}_ms") is not None])
         for stage in ("tokenize", "queue", "inference")
@@ -170,7 +169,7 @@ def compute(records: Sequence[dict[str, Any]], skipped: int, catalog: Catalog, b
         if r.get("target_ms") is not None and r["outcome"] == "OK":
             target_ms.setdefault(r["model"], []).append(r["target_ms"])
         for a in r.get("attempts") or []:
-            if a["outcome"] != "ok" and not a["outcome"].startswith("skipped"):
+            if attempt_failed(a["outcome"]):
                 errors[(a["model"], a["outcome"])] += 1
     span = records[-1]["ts"] - records[0]["ts"]
     width = _bucket_seconds(span)

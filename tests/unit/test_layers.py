@@ -85,3 +85,23 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
         if layer_of(dep) > layer_of(module)
     ]
     assert upward == []
+
+
+def test_every_request_record_api_is_one_the_analysis_knows() -> None:
+    """The fronts open records under literal names; the offline analysis groups by the same list."""
+    from server.telemetry import CLASSIFYING_APIS
+
+    opened = set()
+    for path in SERVER.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("request", "start")
+                and isinstance(node.func.value, ast.Attribute | ast.Name)
+                and getattr(node.func.value, "attr", getattr(node.func.value, "id", "")) == "telemetry"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                opened.add(node.args[0].value)
+    assert opened and opened <= set(CLASSIFYING_APIS), opened - set(CLASSIFYING_APIS)
