@@ -241,9 +241,10 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         info, stream, attempts = await self.app.forwarder.stream(
             routed.plan.models, routed.plan.skipped, body
         )
-        record_served(record, info.name, attempts, None, streamed=True)
         try:
+            # As the HTTP front does: pin the conversation to the model that answered, then record it.
             await chats.served(routed, info.name)
+            record_served(record, info.name, attempts, None, streamed=True)
             yield pb.ChatEvent(
                 start=pb.ChatStart(
                     router=routed.router or "",

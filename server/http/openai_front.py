@@ -23,11 +23,11 @@ from starlette.background import BackgroundTask
 from models import ChatMessage
 from server.app import App
 from server.chat import ROUTER_PREFIX, Routed, attribution, record_routed
-from server.errors import InvalidInput
+from server.errors import InvalidInput, TargetUnavailable
 from server.forward import Attempt, record_served
 from server.http.body import json_body
 from server.targets import ModelInfo, UpstreamError
-from server.telemetry import RequestRecord
+from server.telemetry import OK, RequestRecord
 
 SELECTED_ROUTE = "x-model-router-selected-route"
 AFFINITY = "x-model-affinity"
@@ -191,7 +191,7 @@ class OpenAIFront:
                     yield f"data: {json.dumps(event)}\n\n".encode()
             except UpstreamError as exc:
                 error = {"message": f"model {info.name!r}: {exc.reason}", "type": "upstream_error"}
-                record.outcome, record.error = "UNAVAILABLE", error["message"]
+                record.outcome, record.error = TargetUnavailable.code.name, error["message"]
                 yield f"data: {json.dumps({'error': error})}\n\n".encode()
                 return
             except BaseException as exc:  # the client went away mid-stream
@@ -199,7 +199,7 @@ class OpenAIFront:
                 raise
             finally:
                 await stream.close()
-                if record.outcome != "OK":
+                if record.outcome != OK:
                     telemetry.finish(record)
             served = attribution(routed, info, usage, attempts)
             record_served(record, info.name, attempts, served, streamed=True)
