@@ -227,6 +227,8 @@ def to_proto(definition: dict) -> pb.Router:
 def test_random_definitions_over_both_apis_and_every_router_reads_back(
     demo: ServerThread, http: httpx.Client, definition: dict, via: str
 ) -> None:
+    if via.endswith("update") and definition["name"] == "demo":
+        definition = {**definition, "name": "fz-a"}  # "demo" stays as it is: the last test uses it
     if via.startswith("grpc"):
         if via == "grpc-create":
             code = outcome(demo.stub.CreateRouter, pb.CreateRouterRequest(router=to_proto(definition)))
