@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 from grpc_health.v1 import health, health_pb2
@@ -31,6 +32,18 @@ from server.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "taskrouter.v1.TaskRouter"
+
+
+_LOADING = "the classifier is still loading"
+_TARGETS_STARTING = "the model targets are still starting"
+Part = TypeVar("Part")
+
+
+def _built(part: Part | None, what: str) -> Part:
+    """A part once load has built it; before that, NotReady (UNAVAILABLE / 503) saying what is pending."""
+    if part is None:
+        raise NotReady(f"{what}; retry when grpc.health.v1 reports SERVING")
+    return part
 
 
 def make_affinity_store(cfg: AffinitySection) -> AffinityStore:
@@ -61,48 +74,35 @@ class App:
     def ready(self) -> bool:
         return self._batcher is not None
 
-    def _require(self) -> tuple[Engine, RouterRegistry, Batcher[BatchItem, np.ndarray]]:
-        if self._engine is None or self._registry is None or self._batcher is None:
-            raise NotReady("the classifier is still loading; retry when grpc.health.v1 reports SERVING")
-        return self._engine, self._registry, self._batcher
-
     @property
     def engine(self) -> Engine:
-        return self._require()[0]
+        return _built(self._engine, _LOADING)
 
     @property
     def registry(self) -> RouterRegistry:
-        return self._require()[1]
-
-    @property
-    def targets(self) -> Targets:
-        if self._targets is None:
-            raise NotReady("the model targets are still starting; retry when grpc.health.v1 reports SERVING")
-        return self._targets
-
-    @property
-    def affinity(self) -> AffinityStore:
-        if self._affinity is None:
-            raise NotReady("the service is still starting; retry when grpc.health.v1 reports SERVING")
-        return self._affinity
+        return _built(self._registry, _LOADING)
 
     @property
     def batcher(self) -> Batcher[BatchItem, np.ndarray]:
-        return self._require()[2]
+        return _built(self._batcher, _LOADING)
+
+    @property
+    def targets(self) -> Targets:
+        return _built(self._targets, _TARGETS_STARTING)
+
+    @property
+    def affinity(self) -> AffinityStore:
+        return _built(self._affinity, "the service is still starting")
 
     @property
     def chats(self) -> ChatRouter:
         """Chat routing (router or plain model, affinity pins), built at load from the parts it uses."""
-        if self._chats is None:
-            raise NotReady("the classifier is still loading; retry when grpc.health.v1 reports SERVING")
-        return self._chats
+        return _built(self._chats, _LOADING)
 
     @property
     def forwarder(self) -> Forwarder:
         """The fallback chain to the model targets: the one instance both chat fronts use."""
-        if self._forwarder is None:
-            raise NotReady("the model targets are still starting; retry when grpc.health.v1 reports SERVING")
-        return self._forwarder
+        return _built(self._forwarder, _TARGETS_STARTING)
 
     async def set_serving(self, serving: bool) -> None:
         self._serving = serving
