@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from models import ChatMessage, PromptInput
+from server.classify.engine import Engine, TaskText
 from server.config import ModelSection
-from server.engine import Engine, TaskText
 from training.data import FALLBACK, load_taxonomies
 
 SETS = ("hwu64", "snips", "banking77", "p3_task_types", "mmlu")

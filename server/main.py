@@ -1,4 +1,4 @@
-"""Entry point: build_server(cfg) -> Service (gRPC server, HTTP server, app); serve(); health,
+"""Entry point: build_server(cfg) -> Service (gRPC server, HTTP server, runtime); serve(); health,
 reflection, graceful stop.
 
 The ports open before the model loads so that orchestrators can watch grpc.health.v1 go from
@@ -20,12 +20,13 @@ import uvicorn
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server.app import SERVICE_NAME, App
 from server.auth import Auth, GrpcAuth
 from server.config import Config, load_config
+from server.health import SERVICE_NAME
 from server.http.api import build_http_app
 from server.http.connections import guarded_h11
-from server.service import TaskRouterService, add_to_server
+from server.rpc.servicer import Servicer, add_to_server
+from server.runtime import Runtime
 from server.workers import run_workers
 from taskrouter.v1 import taskrouter_pb2 as pb
 
@@ -36,7 +37,7 @@ GRACE_S = 5.0
 
 @dataclass
 class Service:
-    app: App
+    runtime: Runtime
     grpc_server: grpc.aio.Server
     port: int
     http_port: int | None  # None when HTTP is off
@@ -51,13 +52,13 @@ class Service:
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING, stop taking requests, let in-flight ones finish (up to grace_s), release all."""
-        await self.app.set_serving(False)
+        await self.runtime.health.set_serving(False)
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
         await self.grpc_server.stop(grace_s)
-        await self.app.stop()
+        await self.runtime.stop()
 
 
 class _HttpServer(uvicorn.Server):
@@ -68,7 +69,9 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _http_server(cfg: Config, app: App, auth: Auth | None) -> tuple[uvicorn.Server, socket.socket, int]:
+def _http_server(
+    cfg: Config, runtime: Runtime, auth: Auth | None
+) -> tuple[uvicorn.Server, socket.socket, int]:
     # The socket is bound here, not by uvicorn, so that port 0 resolves before serving starts.
     sock = socket.create_server((cfg.http.host, cfg.http.port or 0), reuse_port=cfg.server.workers > 1)
     # Accepted connections inherit this. asyncio only sets it itself on sockets created with
@@ -76,7 +79,7 @@ def _http_server(cfg: Config, app: App, auth: Auth | None) -> tuple[uvicorn.Serv
     # client's delayed ACK: +40 ms on every keep-alive request.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     config = uvicorn.Config(
-        build_http_app(app, auth),
+        build_http_app(runtime, auth),
         http=guarded_h11(cfg.http.header_timeout_s, cfg.http.max_connections),
         timeout_keep_alive=cfg.http.keep_alive_s,
         ssl_certfile=cfg.tls.cert_file,
@@ -91,8 +94,8 @@ def _http_server(cfg: Config, app: App, auth: Auth | None) -> tuple[uvicorn.Serv
 
 async def build_server(cfg: Config) -> Service:
     """Create the servers with every service registered and health NOT_SERVING; the caller starts
-    them (`Service.start`) and then awaits `app.load()`."""
-    app = App(cfg)
+    them (`Service.start`) and then awaits `runtime.load()`."""
+    runtime = Runtime(cfg)
     limit = cfg.server.max_message_bytes
     # Only when a token is configured: an open server pays nothing for the check.
     auth = Auth(cfg.auth) if cfg.auth.admin_token_env or cfg.auth.inference_token_env else None
@@ -106,8 +109,8 @@ async def build_server(cfg: Config) -> Service:
             ("grpc.so_reuseport", int(cfg.server.workers > 1)),
         ],
     )
-    add_to_server(TaskRouterService(app), server)
-    health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
+    add_to_server(Servicer(runtime), server)
+    health_pb2_grpc.add_HealthServicer_to_server(runtime.health.servicer, server)
     reflection.enable_server_reflection(
         (
             pb.DESCRIPTOR.services_by_name["TaskRouter"].full_name,
@@ -116,7 +119,7 @@ async def build_server(cfg: Config) -> Service:
         ),
         server,
     )
-    await app.set_serving(False)
+    await runtime.health.set_serving(False)
     address = f"{cfg.server.host}:{cfg.server.port}"
     if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
         pair = (cfg.tls.key_file.read_bytes(), cfg.tls.cert_file.read_bytes())
@@ -126,15 +129,15 @@ async def build_server(cfg: Config) -> Service:
     if port == 0:
         raise RuntimeError(f"cannot listen on {cfg.server.host}:{cfg.server.port}")
     if cfg.http.port is None:
-        return Service(app, server, port, None)
-    http, http_socket, http_port = _http_server(cfg, app, auth)
-    return Service(app, server, port, http_port, http, http_socket)
+        return Service(runtime, server, port, None)
+    http, http_socket, http_port = _http_server(cfg, runtime, auth)
+    return Service(runtime, server, port, http_port, http, http_socket)
 
 
 async def serve(cfg: Config, on_serving: Callable[[], None] | None = None) -> None:
     service = await build_server(cfg)
     await service.start()
-    app = service.app
+    runtime = service.runtime
     log.info(
         "listening on %s:%d (gRPC)%s; loading the classifier",
         cfg.server.host,
@@ -145,7 +148,7 @@ async def serve(cfg: Config, on_serving: Callable[[], None] | None = None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    load = asyncio.create_task(app.load())
+    load = asyncio.create_task(runtime.load())
     await asyncio.wait([load, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     failed = load.done() and load.exception() is not None
     if failed:

@@ -53,7 +53,7 @@ def run_workers(cfg: Config, serve: Serve) -> int:
         reserved.append(_reserve(cfg.http.host, cfg.http.port))
         ports["http"] = {"port": reserved[1].getsockname()[1]}
     threads = cfg.model.threads or max(1, (os.cpu_count() or 1) // count)
-    # Where the workers leave their metrics for each other's scrapes (server/shared_metrics.py).
+    # Where the workers leave their metrics for each other's scrapes (server/telemetry/shared_metrics.py).
     metrics_dir = cfg.telemetry.metrics_dir or Path(tempfile.mkdtemp(prefix="taskrouter-metrics-"))
     worker_cfg = cfg.model_copy(
         update={

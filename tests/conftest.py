@@ -68,7 +68,8 @@ class ServerThread:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.service = self.call(build_server(cfg))
-        self.port, self.http_port, self.app = self.service.port, self.service.http_port, self.service.app
+        self.port, self.http_port = self.service.port, self.service.http_port
+        self.runtime = self.service.runtime
         self.call(self.service.start())
         self.channel = grpc.insecure_channel(
             f"127.0.0.1:{self.port}", options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
@@ -80,7 +81,7 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def load(self) -> ServerThread:
-        self.call(self.app.load())
+        self.call(self.runtime.load())
         return self
 
     def stop(self) -> None:

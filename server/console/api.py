@@ -5,27 +5,19 @@ labelled file, and the recent-traffic summary."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from models import ChatMessage
-from server.app import App
+from server.classify.classifier import classify, classify_many, record_classified
+from server.classify.request import json_messages, lookup_router, validate_messages
 from server.console.evaluate import Row, score
 from server.errors import InvalidInput
 from server.http.body import json_body
-from server.http.openai_front import parse_messages
-from server.pipeline import (
-    classify,
-    lookup_router,
-    plan,
-    record_classified,
-    record_planned,
-    request_tokens,
-    validate_messages,
-)
+from server.routing.plan import plan, record_planned, request_tokens
+from server.runtime import Runtime
 
 MAX_EVALUATE_ROWS = 5000
 MAX_WINDOW_S = 24 * 3600
@@ -39,8 +31,8 @@ async def _json(request: Request) -> dict[str, Any]:
 
 
 class ConsoleApi:
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     def routes(self) -> APIRouter:
         api = APIRouter(prefix="/console/api")
@@ -51,7 +43,7 @@ class ConsoleApi:
         return api
 
     def _model(self, name: str) -> dict[str, Any]:
-        targets = self.app.targets
+        targets = self.runtime.targets
         info = targets.model(name)
         measured = targets.stats.snapshot(name)
         return {
@@ -67,26 +59,26 @@ class ConsoleApi:
         }
 
     async def catalog(self) -> dict[str, Any]:
-        return {"models": [self._model(m) for m in sorted(self.app.targets.catalog.models)]}
+        return {"models": [self._model(m) for m in sorted(self.runtime.targets.catalog.models)]}
 
     async def route(self, request: Request) -> dict[str, Any]:
         """Classify and plan one conversation, with everything the playground draws."""
         received = time.perf_counter()
         body = await _json(request)
-        router = lookup_router(self.app.registry, str(body.get("router") or ""))
-        messages = parse_messages(body)
-        validate_messages(messages, self.app.cfg.limits)
-        with self.app.telemetry.request("console.route") as record:
+        router = lookup_router(self.runtime.registry, str(body.get("router") or ""))
+        messages = json_messages(body)
+        validate_messages(messages, self.runtime.cfg.limits)
+        with self.runtime.telemetry.request("console.route") as record:
             record.router, record.messages = router.spec.name, messages
-            c = await classify(self.app.engine, self.app.batcher, router, messages, received)
+            c = await classify(self.runtime.engine, self.runtime.batcher, router, messages, received)
             record_classified(record, c)
-            tokens = request_tokens(messages, None, self.app.cfg.targets.default_output_tokens)
-            planned = plan(self.app.targets, router, c.decision, tokens)
+            tokens = request_tokens(messages, None, self.runtime.cfg.targets.default_output_tokens)
+            planned = plan(self.runtime.targets, router, c.decision, tokens)
             record_planned(record, planned)
         candidates = []
         for name in planned.models:
             entry = self._model(name)
-            entry["estimated_cost_usd"] = self.app.targets.model(name).cost_usd(*tokens)
+            entry["estimated_cost_usd"] = self.runtime.targets.model(name).cost_usd(*tokens)
             candidates.append(entry)
         return {
             "router": router.spec.name,
@@ -114,9 +106,9 @@ class ConsoleApi:
     async def evaluate(self, request: Request) -> dict[str, Any]:
         """{router, baseline, rows: [{text, label}]}: classify every row as the router would."""
         body = await _json(request)
-        router = lookup_router(self.app.registry, str(body.get("router") or ""))
+        router = lookup_router(self.runtime.registry, str(body.get("router") or ""))
         baseline = body.get("baseline")
-        catalog = self.app.targets.catalog
+        catalog = self.runtime.targets.catalog
         if baseline not in catalog.models:
             raise InvalidInput(f"baseline {baseline!r} is not a catalogue model; known: {catalog.known()}")
         rows = body.get("rows")
@@ -132,26 +124,22 @@ class ConsoleApi:
                 raise InvalidInput(f"rows[{i}].label must be a task name or 'fallback'")
             texts.append(row["text"])
             labels.append(row["label"])
-        engine, batcher = self.app.engine, self.app.batcher
+        runtime = self.runtime
         conversations = [[ChatMessage("user", t)] for t in texts]
-        prompts = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: [engine.prepare(c, router.context) for c in conversations]
+        results = await classify_many(
+            runtime.engine,
+            runtime.batcher,
+            [router] * len(conversations),
+            conversations,
+            slice_size=runtime.cfg.batching.max_batch_requests,
         )
-        # In slices the admission bound can take, so a big file waits its turn instead of being refused.
-        step = self.app.cfg.batching.max_batch_requests
-        results = []
-        for start in range(0, len(prompts), step):
-            chunk = prompts[start : start + step]
-            results += await batcher.submit_many(
-                [(p, router.prototypes) for p in chunk], [p.n_tokens for p in chunk]
-            )
         base = catalog.models[baseline]
         scored = []
-        for messages, label, (sims, _) in zip(conversations, labels, results, strict=True):
-            decision = router.decide(sims)
+        for messages, label, c in zip(conversations, labels, results, strict=True):
+            decision = c.decision
             pool, _policy = router.pool(decision)
-            tokens = request_tokens(messages, None, self.app.cfg.targets.default_output_tokens)
-            first = plan(self.app.targets, router, decision, tokens).models
+            tokens = request_tokens(messages, None, runtime.cfg.targets.default_output_tokens)
+            first = plan(runtime.targets, router, decision, tokens).models
             routed = catalog.models[first[0] if first else pool[0]].cost_usd(*tokens)
             best = decision.scores[0]
             scored.append(
@@ -166,13 +154,13 @@ class ConsoleApi:
     async def analyze(self, window_s: float = 900, router: str | None = None) -> dict[str, Any]:
         if not 0 < window_s <= MAX_WINDOW_S:
             raise InvalidInput(f"window_s is {window_s:g}; use 1 to {MAX_WINDOW_S} seconds")
-        summary = self.app.telemetry.recent.summary(window_s)
-        metrics = self.app.telemetry.metrics
+        summary = self.runtime.telemetry.recent.summary(window_s)
+        metrics = self.runtime.telemetry.metrics
         summary["since_start"] = {
             "rejections": sum(
                 s.value for m in metrics.rejections.collect() for s in m.samples if s.name.endswith("_total")
             ),
-            "stalled": bool(self.app.stalled),
+            "stalled": bool(self.runtime.health.stalled),
         }
         if router:
             summary["tasks"] = [t for t in summary["tasks"] if t["router"] == router]

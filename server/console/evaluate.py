@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.routers import FALLBACK
+from server.routing.spec import FALLBACK
 
 
 @dataclass(frozen=True)

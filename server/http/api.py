@@ -11,14 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from server.app import App
 from server.auth import Auth
 from server.console import STATIC_DIR, ConsoleApi
 from server.errors import InvalidInput, TaskRouterError, http_error
 from server.http.control_plane import PREFIX, ControlPlane
 from server.http.limits import BodyLimits
 from server.http.openai_front import OpenAIFront
-from server.metrics import CONTENT_TYPE
+from server.runtime import Runtime
+from server.telemetry.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ def shape_of(path: str) -> str:
     return "v2" if path.startswith((PREFIX, "/console")) else "openai"
 
 
-def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
+def build_http_app(runtime: Runtime, auth: Auth | None = None) -> FastAPI:
     http = FastAPI(title="taskrouter", docs_url="/docs", redoc_url=None)
-    limits = app.cfg.http
+    limits = runtime.cfg.http
     http.add_middleware(
         BodyLimits,
         max_body_bytes=limits.max_body_bytes,
@@ -48,9 +48,9 @@ def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
     if auth is not None:
         open_api = [_guard(auth, False, "the OpenAI-compatible API")]
         admin_api = [_guard(auth, True, "the router control plane")]
-    http.include_router(OpenAIFront(app).routes(), dependencies=open_api)
-    http.include_router(ControlPlane(app).routes(), dependencies=admin_api)
-    http.include_router(ConsoleApi(app).routes(), dependencies=admin_api)
+    http.include_router(OpenAIFront(runtime).routes(), dependencies=open_api)
+    http.include_router(ControlPlane(runtime).routes(), dependencies=admin_api)
+    http.include_router(ConsoleApi(runtime).routes(), dependencies=admin_api)
 
     # The console page itself holds no data and is open; everything it shows comes from the guarded
     # APIs above, so with auth on it asks for the admin token.
@@ -60,11 +60,11 @@ def build_http_app(app: App, auth: Auth | None = None) -> FastAPI:
         return RedirectResponse("/console/")
 
     http.mount("/console", StaticFiles(directory=STATIC_DIR, html=True), name="console")
-    if app.cfg.telemetry.metrics:
+    if runtime.cfg.telemetry.metrics:
         # Open like health: scrapers rarely carry tokens, and counts are not secrets.
         @http.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
-            return Response(app.telemetry.render_metrics(), media_type=CONTENT_TYPE)
+            return Response(runtime.telemetry.render_metrics(), media_type=CONTENT_TYPE)
 
     def shape(request: Request) -> str:
         return shape_of(request.url.path)

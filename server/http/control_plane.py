@@ -16,10 +16,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from server.app import App
 from server.http.body import json_body
-from server.registry import CompiledRouter
-from server.routers import parse_router
+from server.routing.registry import CompiledRouter
+from server.routing.spec import parse_router
+from server.runtime import Runtime
 
 PREFIX = "/v2/gen-ai/models/routers"
 
@@ -59,8 +59,8 @@ def no_match_api(router: CompiledRouter) -> dict[str, Any]:
 
 
 class ControlPlane:
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     def routes(self) -> APIRouter:
         api = APIRouter()
@@ -79,24 +79,24 @@ class ControlPlane:
         return raw
 
     async def create(self, request: Request) -> dict[str, Any]:
-        spec = parse_router(await self._definition(request), self.app.registry.catalog)
-        return {"model_router": to_api(await self.app.registry.create(spec))}
+        spec = parse_router(await self._definition(request), self.runtime.registry.catalog)
+        return {"model_router": to_api(await self.runtime.registry.create(spec))}
 
     async def list(self) -> dict[str, Any]:
-        routers = [to_api(r) for r in self.app.registry.list()]
+        routers = [to_api(r) for r in self.runtime.registry.list()]
         return {"model_routers": routers, "links": {}, "meta": {"total": len(routers)}}
 
     async def get(self, uuid: str) -> dict[str, Any]:
-        return {"model_router": to_api(self.app.registry.by_uuid(uuid))}
+        return {"model_router": to_api(self.runtime.registry.by_uuid(uuid))}
 
     async def update(self, uuid: str, request: Request) -> dict[str, Any]:
-        current = self.app.registry.by_uuid(uuid)
+        current = self.runtime.registry.by_uuid(uuid)
         raw = await self._definition(request)
         if isinstance(raw, dict) and "name" not in raw:
             raw = {**raw, "name": current.spec.name}  # PUT may leave the name out
-        spec = parse_router(raw, self.app.registry.catalog)
-        return {"model_router": to_api(await self.app.registry.update(spec, current.spec.name))}
+        spec = parse_router(raw, self.runtime.registry.catalog)
+        return {"model_router": to_api(await self.runtime.registry.update(spec, current.spec.name))}
 
     async def delete(self, uuid: str) -> Response:
-        await self.app.registry.delete(self.app.registry.by_uuid(uuid).spec.name)
+        await self.runtime.registry.delete(self.runtime.registry.by_uuid(uuid).spec.name)
         return Response(status_code=204)

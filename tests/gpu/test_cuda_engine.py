@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from models import ChatMessage
+from server.classify.engine import Engine, TaskText
 from server.config import ModelSection
-from server.engine import Engine, TaskText
 from tests.conftest import DATA
 
 pytestmark = [

@@ -13,7 +13,7 @@ import openai
 import pytest
 import redis
 
-from server.affinity import Pin, RedisAffinity
+from server.chat.affinity import Pin, RedisAffinity
 from tests.conftest import ServerThread, demo_service, free_port
 from tests.fake_openai import FakeOpenAI
 

@@ -97,7 +97,7 @@ def batch_tolerance(served: ServerThread) -> float:
     # Padding in a batch changes float rounding a little. With int8 MatMuls (the CPU default) a
     # little more: dynamic quantisation scales activations per batch, so batch mates move a score
     # (by 0.041 at most seen here; tests/unit/test_backends.py bounds int8 against torch).
-    return 0.06 if served.app.engine.backend == "onnx-int8" else 1e-3
+    return 0.06 if served.runtime.engine.backend == "onnx-int8" else 1e-3
 
 
 def too_close(alone: pb.ClassifyResponse, tolerance: float) -> bool:

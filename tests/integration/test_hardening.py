@@ -18,7 +18,7 @@ import pytest
 
 from server.config import MiB
 from server.errors import InvalidInput
-from server.persistence import RouterState
+from server.routing.persistence import RouterState
 from taskrouter.v1 import taskrouter_pb2 as pb
 from tests.conftest import ServerThread, demo_service
 from tests.fake_openai import MATH, FakeOpenAI
@@ -95,7 +95,7 @@ def still_serving(service: ServerThread) -> None:
 def test_a_cancelled_half_open_trial_does_not_take_the_endpoint_out(
     service: ServerThread, reset: FakeOpenAI
 ) -> None:
-    endpoint = service.app.targets.pools["remote"].endpoints[0]
+    endpoint = service.runtime.targets.pools["remote"].endpoints[0]
     reset.modes["backup"] = "http500"
     for _ in range(3):  # breaker_failures (3) in a row open the breaker
         assert code_of(service.stub.Chat, pb.ChatRequest(model="backup", prompt="hi"))[0] == (
@@ -244,7 +244,7 @@ def test_a_state_file_holding_non_finite_numbers_is_refused_naming_router_and_fi
     entry = f'{{"uuid": "u", "version": 1, "create_time": 0, "update_time": 0, "definition": {definition}}}'
     path.write_text(f'{{"format": 1, "routers": [{entry}]}}')
     with pytest.raises(InvalidInput, match=rf"{path}: router 'hardened': {field} is (nan|inf)"):
-        RouterState(path, service.app.registry.catalog).load()
+        RouterState(path, service.runtime.registry.catalog).load()
 
 
 # ---- 4. malformed bodies are 400s in the API's own shape ----------------------------------------
@@ -484,13 +484,13 @@ def test_a_tiny_cost_cap_prints_its_digits(http: httpx.Client, reset: FakeOpenAI
 
 
 def test_router_changes_are_logged(http: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("INFO", logger="server.registry"):
+    with caplog.at_level("INFO", logger="server.routing.registry"):
         created = http.post(ROUTERS, json=DEFINITION)
         assert created.status_code == 201, created.text
         router_uuid = created.json()["model_router"]["uuid"]
         assert http.put(f"{ROUTERS}/{router_uuid}", json=DEFINITION).status_code == 200
         assert http.delete(f"{ROUTERS}/{router_uuid}").status_code == 204
-    lines = [r.getMessage() for r in caplog.records if r.name == "server.registry"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "server.routing.registry"]
     assert any("router 'hardened' created" in line for line in lines)
     assert any("router 'hardened' updated to version 2" in line for line in lines)
     assert any("router 'hardened' deleted" in line for line in lines)

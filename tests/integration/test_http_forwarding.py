@@ -39,7 +39,7 @@ def reset(fake: FakeOpenAI) -> FakeOpenAI:
 def died_since_last_probe(service: ServerThread) -> None:
     """The start-up probe found the `gone` pool down; pretend it went down after the probe, so the
     request itself meets the refused connection."""
-    service.app.targets.pools["gone"].endpoints[0].healthy = True
+    service.runtime.targets.pools["gone"].endpoints[0].healthy = True
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,10 @@ def test_stream_broken_after_first_token_is_never_replayed(http: httpx.Client, r
         assert response.status_code == 200
         events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
     assert events[0]["choices"][0]["delta"]["content"] == "Hello"
+    # The same words as the gRPC Chat's UNAVAILABLE (one session serves both fronts).
     assert "stream broke after the first token" in events[-1]["error"]["message"]
+    assert "not replayed elsewhere" in events[-1]["error"]["message"]
+    assert events[-1]["error"]["type"] == "upstream_error"
     assert reset.calls == {"vendor/cheap-7b": 1}  # not retried elsewhere: no duplicated output
 
 
@@ -279,7 +282,8 @@ def test_grpc_chat_failures_are_statuses(service: ServerThread, reset: FakeOpenA
         for event in stream:
             received.append(event)
     assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "not replayed" in broken.value.details()
+    assert "not replayed elsewhere" in broken.value.details()
+    assert "stream broke after the first token" in broken.value.details()
     assert received[0].start.model == "cheap" and received[1].delta == "Hello"
     assert reset.calls == {"vendor/cheap-7b": 1}
 
@@ -296,7 +300,7 @@ def test_grpc_chat_failures_are_statuses(service: ServerThread, reset: FakeOpenA
 
 def test_route_skips_models_of_an_unhealthy_pool(service: ServerThread, reset: FakeOpenAI) -> None:
     reset.healthy = False
-    service.call(service.app.targets.check())  # the next health probe, now
+    service.call(service.runtime.targets.check())  # the next health probe, now
     try:
         answer = service.stub.Route(pb.RouteRequest(router="demo", prompt=MATH))
         assert list(answer.models) == [] and answer.selection_policy == "cheapest"
@@ -306,6 +310,6 @@ def test_route_skips_models_of_an_unhealthy_pool(service: ServerThread, reset: F
         }
     finally:
         reset.healthy = True
-        service.call(service.app.targets.check())
+        service.call(service.runtime.targets.check())
     answer = service.stub.Route(pb.RouteRequest(router="demo", prompt=MATH))
     assert list(answer.models) == ["cheap", "strong"]

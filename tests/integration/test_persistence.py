@@ -16,7 +16,7 @@ import pytest
 
 from server.config import DEFAULTS_DIR
 from server.errors import InvalidInput
-from server.persistence import RouterState
+from server.routing.persistence import RouterState
 from server.targets import load_catalog
 from taskrouter.v1 import taskrouter_pb2 as pb
 from tests.conftest import ServerThread, make_config
@@ -78,7 +78,7 @@ def test_a_change_that_cannot_be_saved_is_not_applied(tmp_path: Path) -> None:
 WRITER = """
 import itertools, json, sys
 from pathlib import Path
-from server.persistence import write_atomic
+from server.routing.persistence import write_atomic
 path = Path(sys.argv[1])
 docs = [json.dumps({"n": n, "pad": "x" * 400_000}).encode() for n in (1, 2)]
 print("ready", flush=True)

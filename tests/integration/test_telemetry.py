@@ -82,7 +82,7 @@ def traffic(service: ServerThread, fake: FakeOpenAI) -> Traffic:
     )
     classified += list(batch.results)
     route = stub.Route(pb.RouteRequest(router="demo", prompt=MATH))
-    service.app.targets.pools["gone"].endpoints[0].healthy = True  # `refused` died since the last probe
+    service.runtime.targets.pools["gone"].endpoints[0].healthy = True  # `refused` died since the last probe
     with httpx.Client(base_url=f"http://127.0.0.1:{service.http_port}", timeout=30) as http:
         poem = http.post(
             "/v1/chat/completions",
@@ -175,7 +175,7 @@ def _wait_for(check: Any, what: str, timeout_s: float = 10) -> None:
 
 def test_a_hung_classifier_is_an_alarm_in_health_and_metrics(service: ServerThread, traffic: Traffic) -> None:
     """Fault injection (the one way to hang a real model on purpose): the engine blocks until released."""
-    engine = service.app.engine
+    engine = service.runtime.engine
     release = threading.Event()
     real = engine.score
 
@@ -205,7 +205,7 @@ def test_a_hung_classifier_is_an_alarm_in_health_and_metrics(service: ServerThre
 
 
 def test_a_failing_classifier_is_an_alarm_not_fast_errors(service: ServerThread, traffic: Traffic) -> None:
-    engine = service.app.engine
+    engine = service.runtime.engine
     real = engine.score
 
     def broken(*args: Any) -> Any:

@@ -102,10 +102,10 @@ def test_streaming_through_the_pool(client: openai.OpenAI) -> None:
 
 
 def test_dead_replica_is_restarted_and_serves_again(service: ServerThread, client: openai.OpenAI) -> None:
-    replica = service.app.targets.replicas[0]
+    replica = service.runtime.targets.replicas[0]
     old_pid = replica.process.pid
     os.killpg(old_pid, signal.SIGKILL)
-    endpoint = service.app.targets.pools["local"].endpoints[0]
+    endpoint = service.runtime.targets.pools["local"].endpoints[0]
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (replica.process.pid != old_pid and endpoint.healthy):
         time.sleep(0.5)
@@ -131,7 +131,7 @@ def _running_in_group(pgid: int) -> list[int]:
 
 def test_shutdown_stops_the_replica(service: ServerThread) -> None:
     # Runs last in this module: stopping the service must leave no vLLM process behind.
-    process = service.app.targets.replicas[0].process
+    process = service.runtime.targets.replicas[0].process
     service.stop()
     assert process.returncode is not None
     deadline = time.monotonic() + 10

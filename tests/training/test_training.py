@@ -208,7 +208,7 @@ def test_the_server_serves_a_trained_moe_checkpoint(tiny: tuple[Path, Path], tmp
     save_checkpoint(model, tmp_path / "moe", {}, base_state=base_state(model.config.encoder))
     thread = ServerThread(make_config(model={"checkpoint": str(tmp_path / "moe")})).load()
     try:
-        assert thread.app.engine.model.moe_layers  # the experts are live behind the same interface
+        assert thread.runtime.engine.model.moe_layers  # the experts are live behind the same interface
         response = thread.stub.Classify(pb.ClassifyRequest(router="support", prompt="refund my order"))
         assert (
             response.task in {"classify", "customer-qa", "reasoning", "fallback"}
@@ -327,8 +327,8 @@ def test_a_task_head_is_learned_saved_and_used_for_those_descriptions_only(
     assert not torch.allclose(described[0], plain[0])
     assert 0 <= score(reloaded, tokenizer, taxonomy, "train").closed_accuracy() <= 1
     # The server's engine builds prototypes through the same `describe`.
+    from server.classify.engine import Engine, TaskText
     from server.config import ModelSection
-    from server.engine import Engine, TaskText
 
     engine = Engine.load(ModelSection(checkpoint=str(tmp_path / "head"), backend="torch"))
     served = engine.task_prototypes([TaskText(descriptions[0]), TaskText("a description it never saw")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.affinity import MemoryAffinity, Pin
+from server.chat.affinity import MemoryAffinity, Pin
 from tests.conftest import FakeClock
 
 PIN = Pin("r", "task", "model-a")

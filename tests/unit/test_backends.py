@@ -13,9 +13,9 @@ import yaml
 
 from models import DEFAULT_CHECKPOINT, ChatMessage, load_checkpoint, pad_batch
 from models.onnx_export import cached_export
+from server.classify.engine import Engine, TaskText, length_groups, pick_backend
 from server.config import ModelSection
-from server.engine import Engine, TaskText, length_groups, pick_backend
-from server.routers import load_router_dir
+from server.routing.spec import load_router_dir
 from server.targets import load_catalog
 from tests.conftest import DATA
 from training.data import SHARED_DATA, load_taxonomies
@@ -190,7 +190,7 @@ def test_auto_falls_back_to_torch_when_the_export_fails(monkeypatch: pytest.Monk
     def broken(*_: object, **__: object) -> Path:
         raise RuntimeError("unsupported operator")
 
-    monkeypatch.setattr("server.engine.cached_export", broken)
+    monkeypatch.setattr("server.classify.engine.cached_export", broken)
     assert Engine.load(ModelSection(device="cpu", backend="auto")).backend == "torch"
     with pytest.raises(ValueError, match="model.backend='onnx-int8': the ONNX export failed: unsupported"):
         Engine.load(ModelSection(device="cpu", backend="onnx-int8"))

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from server.admission import BatchCost, Work
-from server.batching import Batcher
+from server.classify.admission import BatchCost, Work
+from server.classify.batching import Batcher
 from server.config import BatchingSection
 from server.errors import InferenceFailed, NotReady, Overloaded
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.console.evaluate import Row, score
-from server.recent import RecentTraffic
+from server.telemetry.recent import RecentTraffic
 from tests.conftest import FakeClock
 
 

@@ -19,9 +19,9 @@ import yaml
 
 from server.config import load_config
 from server.healthcheck import parser as healthcheck_parser
-from server.metrics import Metrics
-from server.routers import parse_router
+from server.routing.spec import parse_router
 from server.targets import load_catalog
+from server.telemetry.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -25,7 +25,7 @@ def test_httpx_request_lines_are_hidden_at_info_and_shown_at_debug(restore: None
     configure_logging("INFO")
     assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)  # a health probe per endpoint per 5 s
     assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
-    assert logging.getLogger("server.registry").isEnabledFor(logging.INFO)  # router changes stay
+    assert logging.getLogger("server.routing.registry").isEnabledFor(logging.INFO)  # router changes stay
     logging.getLogger("httpx").setLevel(logging.NOTSET)
     logging.getLogger().handlers[:] = []
     configure_logging("DEBUG")

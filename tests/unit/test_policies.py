@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.policies import admissible, estimate_input_tokens, order_models
+from server.routing.policies import admissible, estimate_input_tokens, order_models
 from server.targets import Catalog, LatencyStats, load_catalog
 
 CATALOG = Catalog.model_validate(

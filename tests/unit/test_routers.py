@@ -12,7 +12,7 @@ import yaml
 
 from server.config import DEFAULTS_DIR
 from server.errors import InvalidInput
-from server.routers import load_router_dir, parse_router, read_router_file
+from server.routing.spec import load_router_dir, parse_router, read_router_file
 from server.targets import Catalog, load_catalog
 
 CATALOG = Catalog(

@@ -9,7 +9,7 @@ from pathlib import Path
 from models import ChatMessage
 from server.config import TelemetrySection
 from server.errors import NotFound
-from server.telemetry import Telemetry, _error_kind
+from server.telemetry.core import Telemetry, _error_kind
 
 
 def test_prompt_text_is_logged_only_when_turned_on(tmp_path: Path) -> None:

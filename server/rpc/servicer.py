@@ -1,37 +1,32 @@
-"""The gRPC servicer: requests from protobuf into the domain calls (server/pipeline.py, server/chat.py,
-the registry) and their answers back, with each request's record; how it registers with the server
-(`add_to_server`, which turns undecodable messages into INVALID_ARGUMENT)."""
+"""The gRPC servicer: requests from protobuf into the domain calls (server/classify/classifier.py,
+server/chat/session.py, the registry) and their answers back, with each request's record; how it
+registers with the server (`add_to_server`, which turns undecodable messages into INVALID_ARGUMENT)."""
 
 from __future__ import annotations
 
-import asyncio
-import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
 from models import ChatMessage, PromptInput
-from server.app import App
-from server.batching import BatchInfo
-from server.chat import attribution, record_routed
-from server.errors import InvalidInput, TargetUnavailable, grpc_errors, grpc_stream_errors, tolerant
-from server.forward import record_served
-from server.pipeline import (
-    Classified,
-    classify,
+from server.classify.batching import BatchInfo
+from server.classify.classifier import Classified, classify, classify_many, record_classified
+from server.classify.request import (
+    check_batch,
+    check_max_cost,
+    check_temperature,
+    conversation,
     lookup_router,
-    plan,
-    record_classified,
-    record_planned,
-    request_tokens,
     validate_messages,
 )
-from server.registry import CompiledRouter, Decision
-from server.routers import RouterSpec, parse_router
-from server.targets import UpstreamError
+from server.errors import grpc_errors, grpc_stream_errors, tolerant
+from server.routing.plan import plan, record_planned, request_tokens
+from server.routing.registry import CompiledRouter, Decision
+from server.routing.spec import RouterSpec, parse_router
+from server.runtime import Runtime
 from server.telemetry import RequestRecord
 from taskrouter.v1 import taskrouter_pb2 as pb
 from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
@@ -44,27 +39,23 @@ def _ms(seconds: float) -> float:
     return seconds * 1e3
 
 
-class TaskRouterService(pb_grpc.TaskRouterServicer):
-    def __init__(self, app: App) -> None:
-        self.app = app
+class Servicer(pb_grpc.TaskRouterServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
-    # ---- request validation -------------------------------------------------------------------
+    # ---- protobuf in (the checks themselves: server/classify/request.py) ----------------------
 
     @staticmethod
     def _conversation(request: _Input, where: str = "") -> list[ChatMessage]:
-        if request.prompt and request.messages:
-            raise InvalidInput(f"{where}set either prompt or messages, not both")
-        if request.prompt:
-            return [ChatMessage("user", request.prompt)]
-        return [ChatMessage(m.role, m.content) for m in request.messages]
+        return conversation(request.prompt, [ChatMessage(m.role, m.content) for m in request.messages], where)
 
     def _messages(self, request: _Input, where: str = "") -> list[ChatMessage]:
         messages = self._conversation(request, where)
-        validate_messages(messages, self.app.cfg.limits, where)
+        validate_messages(messages, self.runtime.cfg.limits, where)
         return messages
 
     def _router(self, name: str, where: str = "") -> CompiledRouter:
-        return lookup_router(self.app.registry, name, where)
+        return lookup_router(self.runtime.registry, name, where)
 
     # ---- classification -----------------------------------------------------------------------
 
@@ -108,7 +99,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         record.router = router.spec.name
         messages = self._messages(request)
         record.messages = messages
-        c = await classify(self.app.engine, self.app.batcher, router, messages, received)
+        c = await classify(self.runtime.engine, self.runtime.batcher, router, messages, received)
         record_classified(record, c)
         return c, self._response(c.router, c.decision, c.prompt, c.info, c.tokenize_ms, c.received), messages
 
@@ -116,7 +107,7 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
-        with self.app.telemetry.request("Classify") as record:
+        with self.runtime.telemetry.request("Classify") as record:
             return (await self._classify(request, record))[1]
 
     @grpc_errors
@@ -124,10 +115,10 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyBatchResponse:
         """One request record per prompt when the call succeeds; one for the call when it fails."""
-        telemetry = self.app.telemetry
+        telemetry = self.runtime.telemetry
         received = time.perf_counter()
         try:
-            return self._batch_response(*await self._classify_batch(request, received), received)
+            return self._batch_response(*await self._classify_batch(request, received))
         except BaseException as exc:
             record = telemetry.start("ClassifyBatch")
             record.started = received
@@ -136,55 +127,35 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
             raise
 
     def _batch_response(
-        self,
-        routers: list[CompiledRouter],
-        prompts: Sequence[PromptInput],
-        conversations: list[list[ChatMessage]],
-        results: list[tuple[Any, BatchInfo]],
-        tokenize_ms: float,
-        received: float,
+        self, results: list[Classified], conversations: list[list[ChatMessage]]
     ) -> pb.ClassifyBatchResponse:
-        telemetry = self.app.telemetry
+        telemetry = self.runtime.telemetry
         responses = []
-        for router, prompt, messages, (sims, info) in zip(
-            routers, prompts, conversations, results, strict=True
-        ):
-            decision = router.decide(sims)
-            responses.append(self._response(router, decision, prompt, info, tokenize_ms, received))
+        for c, messages in zip(results, conversations, strict=True):
+            responses.append(
+                self._response(c.router, c.decision, c.prompt, c.info, c.tokenize_ms, c.received)
+            )
             record = telemetry.start("ClassifyBatch")
-            record.started, record.messages = received, messages
-            record_classified(record, Classified(router, decision, prompt, info, tokenize_ms, received))
+            record.started, record.messages = c.received, messages
+            record_classified(record, c)
             telemetry.finish(record)
         return pb.ClassifyBatchResponse(results=responses)
 
     async def _classify_batch(
         self, request: pb.ClassifyBatchRequest, received: float
-    ) -> tuple[list[CompiledRouter], Sequence[PromptInput], list[list[ChatMessage]], list[Any], float]:
-        limit = self.app.cfg.limits.max_batch_inputs
-        if not request.requests:
-            raise InvalidInput(f"requests is empty; send 1 to {limit} requests")
-        if len(request.requests) > limit:
-            raise InvalidInput(f"{len(request.requests)} requests; at most {limit} per ClassifyBatch call")
+    ) -> tuple[list[Classified], list[list[ChatMessage]]]:
+        check_batch(len(request.requests), self.runtime.cfg.limits.max_batch_inputs)
         routers, conversations = [], []
         for i, entry in enumerate(request.requests):  # row by row: the first bad row is the one named
             routers.append(self._router(entry.router, f"requests[{i}]: "))
             conversations.append(self._messages(entry, f"requests[{i}]: "))
-        # Tokenizing hundreds of prompts would stall the event loop; a worker thread does it.
-        prompts: Sequence[PromptInput] = await asyncio.get_running_loop().run_in_executor(
-            None,
-            lambda: [
-                self.app.engine.prepare(m, r.context) for m, r in zip(conversations, routers, strict=True)
-            ],
-        )
-        tokenize_ms = _ms(time.perf_counter() - received)
-        results = await self.app.batcher.submit_many(
-            [(p, r.prototypes) for p, r in zip(prompts, routers, strict=True)], [p.n_tokens for p in prompts]
-        )
-        return routers, prompts, conversations, results, tokenize_ms
+        runtime = self.runtime
+        results = await classify_many(runtime.engine, runtime.batcher, routers, conversations, received)
+        return results, conversations
 
     @grpc_errors
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
-        with self.app.telemetry.request("Route") as record:
+        with self.runtime.telemetry.request("Route") as record:
             return self._route(request, *await self._classify(request, record), record)
 
     def _route(
@@ -195,8 +166,8 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         messages: list[ChatMessage],
         record: RequestRecord,
     ) -> pb.RouteResponse:
-        targets = self.app.targets
-        tokens = request_tokens(messages, None, self.app.cfg.targets.default_output_tokens)
+        targets = self.runtime.targets
+        tokens = request_tokens(messages, None, self.runtime.cfg.targets.default_output_tokens)
         planned = plan(targets, c.router, c.decision, tokens)
         first = targets.model(planned.models[0]) if planned.models else None
         record_planned(record, planned, first, tokens)
@@ -213,74 +184,57 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     async def Chat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatEvent]:
-        with self.app.telemetry.request("Chat") as record:
+        with self.runtime.telemetry.request("Chat") as record:
             async for event in self._chat(request, record):
                 yield event
 
     async def _chat(self, request: pb.ChatRequest, record: RequestRecord) -> AsyncIterator[pb.ChatEvent]:
-        messages = self._conversation(request)  # route() validates it
-        if request.HasField("temperature") and not (
-            math.isfinite(request.temperature) and request.temperature >= 0
-        ):
-            raise InvalidInput(f"temperature is {request.temperature!r}; use a finite number >= 0")
-        record.messages = messages
-        chats = self.app.chats
-        routed = await chats.route(
+        messages = self._conversation(request)  # routing validates it
+        max_cost = check_max_cost(request.max_cost_usd if request.HasField("max_cost_usd") else None)
+        temperature = check_temperature(request.temperature if request.HasField("temperature") else None)
+        chat = self.runtime.chat
+        routed = await chat.route(
+            record,
             request.model,
             messages,
             request.max_tokens or None,
-            request.max_cost_usd if request.HasField("max_cost_usd") else None,
+            max_cost,
             request.affinity_key or None,
         )
-        record_routed(record, routed)
         body: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in messages]}
         if request.max_tokens:
             body["max_tokens"] = request.max_tokens
-        if request.HasField("temperature"):
-            body["temperature"] = request.temperature
-        info, stream, attempts = await self.app.forwarder.stream(
-            routed.plan.models, routed.plan.skipped, body
-        )
+        if temperature is not None:
+            body["temperature"] = temperature
+        streaming = await chat.stream(routed, body, record)
         try:
-            # As the HTTP front does: pin the conversation to the model that answered, then record it.
-            await chats.served(routed, info.name)
-            record_served(record, info.name, attempts, None, streamed=True)
             yield pb.ChatEvent(
                 start=pb.ChatStart(
                     router=routed.router or "",
                     task=routed.task or "",
-                    model=info.name,
+                    model=streaming.model.name,
                     selection_policy=routed.plan.policy,
                     pinned=routed.pinned,
                     affinity_key=routed.affinity_key or "",
                 )
             )
-            usage, finish = None, ""
-            try:
-                async for event in stream.events():
-                    usage = event.get("usage") or usage
-                    for choice in event.get("choices") or []:
-                        finish = choice.get("finish_reason") or finish
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            yield pb.ChatEvent(delta=text)
-            except UpstreamError as exc:
-                raise TargetUnavailable(
-                    f"model {info.name!r}: {exc.reason}; the partial answer is not replayed elsewhere"
-                ) from exc
+            async for event in streaming.events():
+                for choice in event.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield pb.ChatEvent(delta=text)
         finally:
-            await stream.close()
-        served = attribution(routed, info, usage, attempts)
-        record_served(record, info.name, attempts, served, streamed=True)
+            await streaming.close()
+        served = streaming.finish()
         yield pb.ChatEvent(
             end=pb.ChatEnd(
-                finish_reason=finish,
+                finish_reason=streaming.finish_reason,
                 prompt_tokens=served["prompt_tokens"],
                 completion_tokens=served["completion_tokens"],
                 cost_usd=served["cost_usd"],
                 attempts=[
                     pb.Attempt(model=a.model, endpoint=a.endpoint or "", outcome=a.outcome, ms=a.ms)
-                    for a in attempts
+                    for a in streaming.attempts
                 ],
             )
         )
@@ -313,19 +267,19 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
         raw = json_format.MessageToDict(message, preserving_proto_field_name=True)
         for key in _OUTPUT_ONLY:
             raw.pop(key, None)
-        return parse_router(raw, self.app.registry.catalog)
+        return parse_router(raw, self.runtime.registry.catalog)
 
     @grpc_errors
     async def CreateRouter(
         self, request: pb.CreateRouterRequest, context: grpc.aio.ServicerContext
     ) -> pb.Router:
-        return self._to_proto(await self.app.registry.create(self._parse(request.router)))
+        return self._to_proto(await self.runtime.registry.create(self._parse(request.router)))
 
     @grpc_errors
     async def UpdateRouter(
         self, request: pb.UpdateRouterRequest, context: grpc.aio.ServicerContext
     ) -> pb.Router:
-        return self._to_proto(await self.app.registry.update(self._parse(request.router)))
+        return self._to_proto(await self.runtime.registry.update(self._parse(request.router)))
 
     @grpc_errors
     async def GetRouter(self, request: pb.GetRouterRequest, context: grpc.aio.ServicerContext) -> pb.Router:
@@ -335,14 +289,14 @@ class TaskRouterService(pb_grpc.TaskRouterServicer):
     async def ListRouters(
         self, request: pb.ListRoutersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRoutersResponse:
-        return pb.ListRoutersResponse(routers=[self._to_proto(r) for r in self.app.registry.list()])
+        return pb.ListRoutersResponse(routers=[self._to_proto(r) for r in self.runtime.registry.list()])
 
     @grpc_errors
     async def DeleteRouter(
         self, request: pb.DeleteRouterRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteRouterResponse:
         self._router(request.name)
-        await self.app.registry.delete(request.name)
+        await self.runtime.registry.delete(request.name)
         return pb.DeleteRouterResponse()
 
 
@@ -359,7 +313,7 @@ class _Recorder:
         self.service, self.handlers = service, handlers
 
 
-def add_to_server(servicer: TaskRouterService, server: grpc.aio.Server) -> None:
+def add_to_server(servicer: Servicer, server: grpc.aio.Server) -> None:
     """Register the servicer as the generated code does, with request deserializers that turn an
     undecodable message into INVALID_ARGUMENT (errors.Undecodable) instead of gRPC's UNKNOWN."""
     recorder = _Recorder()

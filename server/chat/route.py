@@ -1,35 +1,22 @@
-"""Routing a chat request to its candidate models, shared by the HTTP front and the gRPC Chat RPC:
-a router (`router:<name>`) classifies and plans, a plain catalogue model goes straight through, and an
-affinity key pins a conversation to the model its first request went to."""
+"""Which models a chat request goes to: a router (`router:<name>`) classifies and plans, a plain
+catalogue model goes straight through, and an affinity key pins a conversation to the model its first
+request went to (the pin is read here and written by the session once a model has answered)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from models import ChatMessage
-from server.affinity import MAX_KEY_CHARS, AffinityStore, Pin
+from server.chat.affinity import AffinityStore, Pin
+from server.classify.classifier import Classified, ClassifierBatcher, classify, record_classified
+from server.classify.engine import Engine
+from server.classify.request import check_affinity_key, check_max_cost, validate_messages
 from server.config import LimitsSection
-from server.engine import Engine
 from server.errors import InvalidInput
-from server.forward import Attempt
-from server.pipeline import (
-    Classified,
-    ClassifierBatcher,
-    Plan,
-    admit,
-    classify,
-    plan,
-    record_classified,
-    record_planned,
-    request_tokens,
-    validate_messages,
-)
-from server.registry import CompiledRouter, RouterRegistry
-from server.routers import FALLBACK
-from server.targets import ModelInfo, Targets
+from server.routing.plan import Plan, admit, plan, record_planned, request_tokens
+from server.routing.registry import CompiledRouter, RouterRegistry
+from server.targets import Targets
 from server.telemetry import RequestRecord
 
 ROUTER_PREFIX = "router:"
@@ -46,16 +33,8 @@ class Routed:
     classified: Classified | None = None  # None: pinned, or a plain model
 
 
-def _check_key(key: str | None) -> str | None:
-    if key is None or key == "":
-        return None
-    if len(key) > MAX_KEY_CHARS:
-        raise InvalidInput(f"affinity key is {len(key)} characters; at most {MAX_KEY_CHARS} allowed")
-    return key
-
-
-class ChatRouter:
-    """Built once by the runtime (server/app.py) from the parts it uses."""
+class ChatRouting:
+    """Built once by the runtime (server/runtime.py) from the parts it uses."""
 
     def __init__(
         self,
@@ -85,11 +64,8 @@ class ChatRouter:
     ) -> Routed:
         if not model:
             raise InvalidInput(f"model is required: '{ROUTER_PREFIX}<name>' or a catalogue model name")
-        key = _check_key(affinity_key)
-        if max_cost_usd is not None and not (math.isfinite(max_cost_usd) and max_cost_usd > 0):
-            raise InvalidInput(
-                f"max_cost_usd is {max_cost_usd!r}; use a positive, finite number of USD or leave it unset"
-            )
+        key = check_affinity_key(affinity_key)
+        check_max_cost(max_cost_usd)
         router = self.registry.get(model[len(ROUTER_PREFIX) :]) if model.startswith(ROUTER_PREFIX) else None
         validate_messages(messages, self.limits)  # once, for every path below
         tokens = request_tokens(messages, max_tokens, self.default_output_tokens)
@@ -136,13 +112,6 @@ class ChatRouter:
         pinned = admit(self.targets, ordered, PINNED, tokens, router.spec.max_cost_usd, max_cost_usd)
         return pinned if pinned.models[:1] == (pin.model,) else None
 
-    async def served(self, routed: Routed, model: str) -> None:
-        """Pin (or re-pin, if a fallback answered) the conversation to the model that served it."""
-        if routed.affinity_key is None or routed.router is None:
-            return
-        pin = Pin(routed.router, routed.task or FALLBACK, model)
-        await self.affinity.put(f"{routed.router}:{routed.affinity_key}", pin)
-
 
 def record_routed(record: RequestRecord, routed: Routed) -> None:
     """A chat's routing: its classification (unless pinned or a plain model) and its candidates."""
@@ -152,25 +121,3 @@ def record_routed(record: RequestRecord, routed: Routed) -> None:
     record.task = routed.task or ""
     record.pinned = routed.pinned
     record_planned(record, routed.plan)
-
-
-def attribution(
-    routed: Routed,
-    model: ModelInfo,
-    usage: dict[str, Any] | None,
-    attempts: Sequence[Attempt],
-) -> dict[str, Any]:
-    """Who served the request and what it cost, from the upstream's token counts and catalogue prices."""
-    prompt_tokens = int((usage or {}).get("prompt_tokens") or 0)
-    completion_tokens = int((usage or {}).get("completion_tokens") or 0)
-    return {
-        "router": routed.router,
-        "task": routed.task,
-        "model": model.name,
-        "pinned": routed.pinned,
-        "affinity_key": routed.affinity_key,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "cost_usd": round(model.cost_usd(prompt_tokens, completion_tokens), 10),
-        "attempts": [asdict(a) for a in attempts],
-    }

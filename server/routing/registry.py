@@ -18,15 +18,15 @@ import torch
 from models import ClassifierConfig, match_probabilities
 from models.nomatch import CALIBRATED, Calibration, Fit, criterion_value
 from server.errors import AlreadyExists, NotFound
-from server.persistence import SavedRouter
-from server.policies import MANUAL
-from server.routers import FALLBACK, RouterSpec
+from server.routing.persistence import SavedRouter
+from server.routing.policies import MANUAL
+from server.routing.spec import FALLBACK, RouterSpec
 from server.targets import Catalog
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the engine builds it; the registry only keeps what it holds
-    from server.engine import CompiledTasks
+    from server.classify.engine import CompiledTasks
 
 
 @dataclass(frozen=True)

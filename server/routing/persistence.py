@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import InvalidInput, PersistFailed
-from server.routers import RouterSpec, parse_router
+from server.routing.spec import RouterSpec, parse_router
 from server.targets import Catalog
 
 log = logging.getLogger(__name__)

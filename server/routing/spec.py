@@ -31,7 +31,7 @@ import yaml
 from models.nomatch import CALIBRATED, CRITERIA, SIMILARITY
 from models.prompt import CONTEXT_MODES
 from server.errors import InvalidInput
-from server.policies import PREFERENCES
+from server.routing.policies import PREFERENCES
 from server.targets import Catalog
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

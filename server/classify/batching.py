@@ -5,7 +5,7 @@
 - A batch is capped by a request count and a token budget; callers that have gone are dropped
   before their request costs anything.
 - Admission is bounded: past `max_queued_requests` waiting or running, or when the expected wait
-  for the work ahead (server/admission.py: queued tokens and batches, plus what is left of the
+  for the work ahead (server/classify/admission.py: queued tokens and batches, plus what is left of the
   running batch, at the recently measured cost) passes `max_queue_ms`, `submit` raises Overloaded
   at once instead of growing the queue. The caller's own items never count, so an idle server
   admits any request, however large.
@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from server.admission import BatchCost, Work
+from server.classify.admission import BatchCost, Work
 from server.config import BatchingSection
 from server.errors import InferenceFailed, NotReady, Overloaded, TaskRouterError
 

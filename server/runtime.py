@@ -1,38 +1,34 @@
 """The running service's parts and their lifecycle: load the model, warm it up, compile the routers,
-start batching and the model targets, build chat routing and the forwarder from them (each part gets
-the parts it uses, never this object), and only then report SERVING. The fronts (gRPC servicer, HTTP
-API, console) reach the parts through the guarded properties here, which answer UNAVAILABLE while
-loading."""
+start batching and the model targets, build chat routing, the forwarder and the chat sessions from
+them (each part gets the parts it uses, never this object), and only then report SERVING
+(server/health.py). The fronts (gRPC servicer, HTTP API, console) reach the parts through the guarded
+properties here, which answer UNAVAILABLE while loading; nothing below the fronts sees this object."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
-from grpc_health.v1 import health, health_pb2
 
-from server.affinity import AffinityStore, MemoryAffinity, RedisAffinity
-from server.batching import Batcher
-from server.chat import ChatRouter
+from server.chat.affinity import AffinityStore, MemoryAffinity, RedisAffinity
+from server.chat.route import ChatRouting
+from server.chat.session import ChatSessions
+from server.classify.batching import Batcher
+from server.classify.engine import BatchItem, CompiledTasks, Engine, TaskText
 from server.config import AffinitySection, Config
-from server.engine import BatchItem, CompiledTasks, Engine, TaskText
 from server.errors import NotReady
-from server.forward import Forwarder
-from server.persistence import RouterState
-from server.registry import RouterRegistry
-from server.routers import RouterSpec, load_router_dir
+from server.health import Health
+from server.routing.persistence import RouterState
+from server.routing.registry import RouterRegistry
+from server.routing.spec import RouterSpec, load_router_dir
 from server.targets import Targets, load_catalog
+from server.targets.forward import Forwarder
 from server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = "taskrouter.v1.TaskRouter"
-
 
 _LOADING = "the classifier is still loading"
 _TARGETS_STARTING = "the model targets are still starting"
@@ -52,10 +48,11 @@ def make_affinity_store(cfg: AffinitySection) -> AffinityStore:
     return MemoryAffinity(cfg.ttl_s, cfg.max_keys)
 
 
-class App:
+class Runtime:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.health = health.aio.HealthServicer()
+        self.telemetry = Telemetry(cfg.telemetry)
+        self.health = Health(cfg.telemetry, self.telemetry)
         # The one thread that runs the model: batches and router compilation take turns on it.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._engine: Engine | None = None
@@ -63,16 +60,7 @@ class App:
         self._batcher: Batcher[BatchItem, np.ndarray] | None = None
         self._targets: Targets | None = None
         self._affinity: AffinityStore | None = None
-        self._chats: ChatRouter | None = None
-        self._forwarder: Forwarder | None = None
-        self.telemetry = Telemetry(cfg.telemetry)
-        self._serving = False  # what the lifecycle wants; health also needs the classifier not stalled
-        self.stalled = False
-        self._watchdog: asyncio.Task[None] | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self._batcher is not None
+        self._chat: ChatSessions | None = None
 
     @property
     def engine(self) -> Engine:
@@ -91,57 +79,10 @@ class App:
         return _built(self._targets, _TARGETS_STARTING)
 
     @property
-    def affinity(self) -> AffinityStore:
-        return _built(self._affinity, "the service is still starting")
-
-    @property
-    def chats(self) -> ChatRouter:
-        """Chat routing (router or plain model, affinity pins), built at load from the parts it uses."""
-        return _built(self._chats, _LOADING)
-
-    @property
-    def forwarder(self) -> Forwarder:
-        """The fallback chain to the model targets: the one instance both chat fronts use."""
-        return _built(self._forwarder, _TARGETS_STARTING)
-
-    async def set_serving(self, serving: bool) -> None:
-        self._serving = serving
-        await self._publish_health()
-
-    async def _publish_health(self) -> None:
-        up = self._serving and not self.stalled
-        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, status)
-
-    async def _watch(self, batcher: Batcher[BatchItem, np.ndarray]) -> None:
-        """Turn a classifier that stopped answering into an alarm: health NOT_SERVING and the stalled
-        gauge at 1, until a batch completes again. Without it a hung model thread looks like a quiet
-        service, and a broken one like a fast one."""
-        cfg = self.cfg.telemetry
-        gauge = self.telemetry.metrics.stalled
-        shared = self.telemetry.shared
-        while True:
-            await asyncio.sleep(min(1.0, cfg.stall_after_s / 4))
-            if shared is not None:  # the other workers' scrapes read this worker's latest numbers
-                shared.publish()
-            since = batcher.running_since
-            running_s = time.perf_counter() - since if since is not None else 0.0
-            failures = batcher.failed_in_a_row
-            stalled = running_s > cfg.stall_after_s or failures >= cfg.stall_failed_batches
-            if stalled == self.stalled:
-                continue
-            self.stalled = stalled
-            gauge.set(int(stalled))
-            if stalled:
-                log.error(
-                    "classifier stalled (batch running %.1fs, %d failed batches in a row): NOT_SERVING",
-                    running_s,
-                    failures,
-                )
-            else:
-                log.warning("classifier answering again: SERVING")
-            await self._publish_health()
+    def chat(self) -> ChatSessions:
+        """Chat serving (route, forward, pin, attribute, record), built at load from the parts it uses:
+        the one path both chat fronts take."""
+        return _built(self._chat, _LOADING)
 
     async def load(self) -> None:
         """Load, warm up and compile everything; health flips to SERVING at the very end."""
@@ -151,7 +92,6 @@ class App:
         targets = Targets(catalog, self.cfg.targets)
         self._targets = targets
         affinity = self._affinity = make_affinity_store(self.cfg.affinity)
-        self._forwarder = Forwarder(targets)
         # Launched vLLM replicas start while the classifier loads; SERVING waits for both.
         starting = asyncio.create_task(targets.start())
         engine = await loop.run_in_executor(
@@ -194,10 +134,10 @@ class App:
         )
         batcher.start()
         self.telemetry.metrics.queue_depth.set_function(lambda: batcher.queued)
-        self._watchdog = asyncio.create_task(self._watch(batcher), name="watchdog")
+        self.health.watch(batcher)
         await starting
         self._engine, self._registry, self._batcher = engine, registry, batcher
-        self._chats = ChatRouter(
+        routing = ChatRouting(
             registry,
             engine,
             batcher,
@@ -206,15 +146,12 @@ class App:
             self.cfg.limits,
             self.cfg.targets.default_output_tokens,
         )
+        self._chat = ChatSessions(routing, Forwarder(targets), affinity)
         log.info("ready: %d routers (%s)", len(specs), ", ".join(s.name for s in specs) or "none")
-        await self.set_serving(True)
+        await self.health.set_serving(True)
 
     async def stop(self) -> None:
-        await self.set_serving(False)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        await self.health.stop()
         if self._batcher is not None:
             await self._batcher.close()
         if self._targets is not None:

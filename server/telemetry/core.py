@@ -2,10 +2,10 @@
 log, so the two never disagree.
 
 A handler opens a record (`with telemetry.request("Route") as rec:`), the parts fill it as the request
-goes (server/pipeline.py `record_classified` / `record_planned`, server/chat.py `record_routed`,
-server/forward.py `record_served`: telemetry knows none of their types) and the record is finished when
-the block ends: OK, or the gRPC status name of the error that ended it. The batcher reports batches and
-rejections here too (BatchObserver).
+goes (server/classify/classifier.py `record_classified`, server/routing/plan.py `record_planned`,
+server/chat/route.py `record_routed`, server/targets/forward.py `record_served`: telemetry knows none
+of their types) and the record is finished when the block ends: OK, or the gRPC status name of the
+error that ended it. The batcher reports batches and rejections here too (BatchObserver).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 from models import ChatMessage
 from server.config import TelemetrySection
 from server.errors import TargetUnavailable, TaskRouterError
-from server.metrics import Metrics
-from server.recent import RecentTraffic
-from server.request_log import RequestLog
-from server.shared_metrics import SharedMetrics
+from server.telemetry.metrics import Metrics
+from server.telemetry.recent import RecentTraffic
+from server.telemetry.request_log import RequestLog
+from server.telemetry.shared_metrics import SharedMetrics
 
 OK = "OK"
 _ERROR_CHARS = 300
@@ -136,7 +136,7 @@ class Telemetry:
         self.cfg = cfg
         self.metrics = Metrics()
         self.recent = RecentTraffic()
-        # With several workers, every scrape answers for all of them (server/shared_metrics.py).
+        # With several workers, every scrape answers for all of them (server/telemetry/shared_metrics.py).
         self.shared = SharedMetrics(cfg.metrics_dir, self.metrics.registry) if cfg.metrics_dir else None
         self.log = RequestLog(cfg.request_log) if cfg.request_log is not None else None
 

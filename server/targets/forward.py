@@ -3,7 +3,7 @@
 Before the first token reaches the caller, a timeout, connection error, 429 or 5xx moves on to the next
 candidate (and counts against that endpoint's circuit breaker). After it, nothing is replayed: a broken
 stream ends with an error event, so the caller never sees duplicated output. Every attempt is recorded
-and reported with the answer (the attribution of who served it: server/chat.py)."""
+and reported with the answer (the attribution of who served it: server/chat/session.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from server.errors import OverBudget, TargetUnavailable, UpstreamRejected
-from server.policies import Skip
+from server.routing.policies import Skip
 from server.targets import Endpoint, ModelInfo, Targets, UpstreamError
 from server.targets import upstream as protocol
 from server.telemetry import ATTEMPT_OK, SKIPPED, RequestRecord

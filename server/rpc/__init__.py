@@ -1,0 +1,1 @@
+"""The gRPC front: the servicer (protobuf <-> domain calls) and its registration."""
