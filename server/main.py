@@ -41,20 +41,20 @@ class Service:
     grpc_server: grpc.aio.Server
     port: int
     http_port: int | None  # None when HTTP is off
-    _http: uvicorn.Server | None = None
-    _http_socket: socket.socket | None = None
+    http_server: uvicorn.Server | None = None
+    http_socket: socket.socket | None = None  # bound by build_server, so that port 0 resolves early
     _http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.grpc_server.start()
-        if self._http is not None:
-            self._http_task = asyncio.create_task(self._http.serve(sockets=[self._http_socket]))
+        if self.http_server is not None:
+            self._http_task = asyncio.create_task(self.http_server.serve(sockets=[self.http_socket]))
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING, stop taking requests, let in-flight ones finish (up to grace_s), release all."""
         await self.runtime.health.set_serving(False)
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
+        if self.http_server is not None and self._http_task is not None:
+            self.http_server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
         await self.grpc_server.stop(grace_s)

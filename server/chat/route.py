@@ -14,7 +14,7 @@ from server.classify.engine import Engine
 from server.classify.request import check_affinity_key, check_max_cost, validate_messages
 from server.config import LimitsSection
 from server.errors import InvalidInput
-from server.routing.plan import Plan, admit, plan, record_planned, request_tokens
+from server.routing.plan import Plan, admissible_plan, plan, record_planned, request_tokens
 from server.routing.registry import CompiledRouter, RouterRegistry
 from server.targets import Targets
 from server.telemetry import RequestRecord
@@ -80,7 +80,8 @@ class ChatRouting:
                 f"model {model!r} has no pool: routers may plan it, but it cannot be called; "
                 "GET /v1/models lists the callable ones"
             )
-        return Routed(None, None, admit(self.targets, [model], "direct", tokens, max_cost_usd), False, key)
+        direct = admissible_plan(self.targets, [model], "direct", tokens, max_cost_usd)
+        return Routed(None, None, direct, False, key)
 
     async def _routed(
         self,
@@ -109,7 +110,8 @@ class ChatRouting:
         if pin.model not in self.targets.catalog.models:
             return None
         ordered = [pin.model] + [m for m in router.spec.fallback_models if m != pin.model]
-        pinned = admit(self.targets, ordered, PINNED, tokens, router.spec.max_cost_usd, max_cost_usd)
+        caps = (router.spec.max_cost_usd, max_cost_usd)
+        pinned = admissible_plan(self.targets, ordered, PINNED, tokens, *caps)
         return pinned if pinned.models[:1] == (pin.model,) else None
 
 

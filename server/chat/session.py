@@ -50,7 +50,7 @@ class Completed:
     model: ModelInfo
     answer: dict[str, Any]  # the upstream's body, `model` set to the catalogue name
     attempts: list[Attempt]
-    served: dict[str, Any]  # the attribution
+    bill: dict[str, Any]  # the attribution: who served it, tokens, cost
 
 
 class Streaming:
@@ -89,9 +89,9 @@ class Streaming:
         return attribution(self.routed, self.model, self.usage, self.attempts)
 
     def finish(self) -> dict[str, Any]:
-        served = self.attribution()
-        record_served(self._record, self.model.name, self.attempts, served, streamed=True)
-        return served
+        bill = self.attribution()
+        record_served(self._record, self.model.name, self.attempts, bill, streamed=True)
+        return bill
 
     async def close(self) -> None:
         await self._stream.close()
@@ -124,9 +124,9 @@ class ChatSessions:
         info, answer, attempts = await self.forwarder.complete(plan.models, plan.skipped, body)
         await self._pin(routed, info.name)
         answer["model"] = info.name
-        served = attribution(routed, info, answer.get("usage"), attempts)
-        record_served(record, info.name, attempts, served, streamed=False)
-        return Completed(info, answer, attempts, served)
+        bill = attribution(routed, info, answer.get("usage"), attempts)
+        record_served(record, info.name, attempts, bill, streamed=False)
+        return Completed(info, answer, attempts, bill)
 
     async def stream(self, routed: Routed, body: dict[str, Any], record: RequestRecord) -> Streaming:
         plan = routed.plan

@@ -68,16 +68,8 @@ class OpenAIFront:
         return {"object": "list", "data": entries}
 
     async def chat(self, request: Request) -> Any:
-        telemetry = self.runtime.telemetry
-        record = telemetry.start("chat.completions")
-        try:
-            return await self._chat(request, record)
-        except BaseException as exc:
-            telemetry.fail(record, exc)
-            raise
-        finally:
-            if not record.streamed:  # a stream's record ends with the stream (see _sse)
-                telemetry.finish(record)
+        with self.runtime.telemetry.request("chat.completions") as record:
+            return await self._chat(request, record)  # a stream's record ends with the stream (see _sse)
 
     async def _chat(self, request: Request, record: RequestRecord) -> Any:
         body = await json_body(request)
@@ -99,14 +91,15 @@ class OpenAIFront:
             streaming = await chat.stream(routed, body, record)
             return self._sse(streaming, bool((body.get("stream_options") or {}).get("include_usage")), record)
         done = await chat.complete(routed, body, record)
-        done.answer["taskrouter"] = done.served
+        done.answer["taskrouter"] = done.bill
         headers = _headers(routed, done.model, done.attempts)
-        headers["x-model-router-cost-usd"] = f"{done.served['cost_usd']:.10f}"
+        headers["x-model-router-cost-usd"] = f"{done.bill['cost_usd']:.10f}"
         return JSONResponse(done.answer, headers=headers)
 
     def _sse(self, streaming: Streaming, wants_usage: bool, record: RequestRecord) -> StreamingResponse:
         """From here the stream ends the record."""
         telemetry = self.runtime.telemetry
+        telemetry.hand_over(record)
 
         async def sse() -> AsyncIterator[bytes]:
             try:
@@ -128,9 +121,9 @@ class OpenAIFront:
                 await streaming.close()
                 if record.outcome != OK:
                     telemetry.finish(record)
-            served = streaming.finish()
+            bill = streaming.finish()
             telemetry.finish(record)
-            yield f": taskrouter {json.dumps(served)}\n\n".encode()
+            yield f": taskrouter {json.dumps(bill)}\n\n".encode()
             yield b"data: [DONE]\n\n"
 
         async def close() -> None:

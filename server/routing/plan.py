@@ -30,7 +30,7 @@ def request_tokens(
     return estimate_input_tokens([m.content for m in messages]), max_tokens or default_output_tokens
 
 
-def admit(
+def admissible_plan(
     targets: Targets, ordered: Sequence[str], policy: str, tokens: tuple[int, int], *caps: float | None
 ) -> Plan:
     """Keep the ordered candidates that can take the request; the lowest of the given cost caps applies."""
@@ -57,7 +57,7 @@ def plan(
     ordered = list(order_models(pool, prefer, targets.catalog, targets.stats, *tokens))
     if with_fallback and decision.matched:
         ordered += [m for m in router.spec.fallback_models if m not in ordered]
-    return admit(targets, ordered, policy, tokens, router.spec.max_cost_usd, max_cost_usd)
+    return admissible_plan(targets, ordered, policy, tokens, router.spec.max_cost_usd, max_cost_usd)
 
 
 def record_planned(

@@ -11,8 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from models import ChatMessage, PromptInput
-from server.classify.batching import BatchInfo
+from models import ChatMessage
 from server.classify.classifier import Classified, classify, classify_many, record_classified
 from server.classify.request import (
     check_batch,
@@ -24,7 +23,7 @@ from server.classify.request import (
 )
 from server.errors import grpc_errors, grpc_stream_errors, tolerant
 from server.routing.plan import plan, record_planned, request_tokens
-from server.routing.registry import CompiledRouter, Decision
+from server.routing.registry import CompiledRouter
 from server.routing.spec import RouterSpec, parse_router
 from server.runtime import Runtime
 from server.telemetry import RequestRecord
@@ -59,15 +58,9 @@ class Servicer(pb_grpc.TaskRouterServicer):
 
     # ---- classification -----------------------------------------------------------------------
 
-    def _response(
-        self,
-        router: CompiledRouter,
-        decision: Decision,
-        prompt: PromptInput,
-        info: BatchInfo,
-        tokenize_ms: float,
-        received: float,
-    ) -> pb.ClassifyResponse:
+    @staticmethod
+    def _response(c: Classified) -> pb.ClassifyResponse:
+        decision, prompt, info, router = c.decision, c.prompt, c.info, c.router
         return pb.ClassifyResponse(
             task=decision.task,
             matched=decision.matched,
@@ -80,9 +73,9 @@ class Servicer(pb_grpc.TaskRouterServicer):
             criterion_value=decision.criterion_value,
             truncated=prompt.truncated,
             input_tokens=prompt.n_tokens,
-            latency_ms=_ms(time.perf_counter() - received),
+            latency_ms=_ms(time.perf_counter() - c.received),
             timing=pb.Timing(
-                tokenize_ms=tokenize_ms,
+                tokenize_ms=c.tokenize_ms,
                 queue_ms=info.queue_ms,
                 inference_ms=info.inference_ms,
                 batch_size=info.size,
@@ -101,7 +94,7 @@ class Servicer(pb_grpc.TaskRouterServicer):
         record.messages = messages
         c = await classify(self.runtime.engine, self.runtime.batcher, router, messages, received)
         record_classified(record, c)
-        return c, self._response(c.router, c.decision, c.prompt, c.info, c.tokenize_ms, c.received), messages
+        return c, self._response(c), messages
 
     @grpc_errors
     async def Classify(
@@ -118,27 +111,16 @@ class Servicer(pb_grpc.TaskRouterServicer):
         telemetry = self.runtime.telemetry
         received = time.perf_counter()
         try:
-            return self._batch_response(*await self._classify_batch(request, received))
-        except BaseException as exc:
-            record = telemetry.start("ClassifyBatch")
-            record.started = received
-            telemetry.fail(record, exc)
-            telemetry.finish(record)
-            raise
-
-    def _batch_response(
-        self, results: list[Classified], conversations: list[list[ChatMessage]]
-    ) -> pb.ClassifyBatchResponse:
-        telemetry = self.runtime.telemetry
+            results, conversations = await self._classify_batch(request, received)
+        except BaseException:
+            with telemetry.request("ClassifyBatch", started=received):
+                raise
         responses = []
         for c, messages in zip(results, conversations, strict=True):
-            responses.append(
-                self._response(c.router, c.decision, c.prompt, c.info, c.tokenize_ms, c.received)
-            )
-            record = telemetry.start("ClassifyBatch")
-            record.started, record.messages = c.received, messages
-            record_classified(record, c)
-            telemetry.finish(record)
+            with telemetry.request("ClassifyBatch", started=received) as record:
+                record.messages = messages
+                record_classified(record, c)
+            responses.append(self._response(c))
         return pb.ClassifyBatchResponse(results=responses)
 
     async def _classify_batch(
@@ -225,13 +207,13 @@ class Servicer(pb_grpc.TaskRouterServicer):
                         yield pb.ChatEvent(delta=text)
         finally:
             await streaming.close()
-        served = streaming.finish()
+        bill = streaming.finish()
         yield pb.ChatEvent(
             end=pb.ChatEnd(
                 finish_reason=streaming.finish_reason,
-                prompt_tokens=served["prompt_tokens"],
-                completion_tokens=served["completion_tokens"],
-                cost_usd=served["cost_usd"],
+                prompt_tokens=bill["prompt_tokens"],
+                completion_tokens=bill["completion_tokens"],
+                cost_usd=bill["cost_usd"],
                 attempts=[
                     pb.Attempt(model=a.model, endpoint=a.endpoint or "", outcome=a.outcome, ms=a.ms)
                     for a in streaming.attempts

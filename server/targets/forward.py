@@ -151,7 +151,7 @@ def record_served(
     record: RequestRecord,
     model: str,
     attempts: Sequence[Attempt],
-    served: dict[str, Any] | None,
+    bill: dict[str, Any] | None,
     streamed: bool,
 ) -> None:
     """The model that answered, every attempt, and the attribution (tokens, cost) once known."""
@@ -160,8 +160,8 @@ def record_served(
     record.attempts = [{"model": a.model, "outcome": a.outcome, "ms": round(a.ms, 3)} for a in attempts]
     record.fallback_taken = len(attempts) > 1
     record.target_ms = attempts[-1].ms if attempts else None
-    if served is not None:
-        record.prompt_tokens = served["prompt_tokens"]
-        record.completion_tokens = served["completion_tokens"]
-        record.cost_usd = served["cost_usd"]
+    if bill is not None:
+        record.prompt_tokens = bill["prompt_tokens"]
+        record.completion_tokens = bill["completion_tokens"]
+        record.cost_usd = bill["cost_usd"]
         record.cost_estimated = False

@@ -89,6 +89,7 @@ class RequestRecord:
     target_ms: float | None = None  # the answering model: time to first event (streamed) or whole answer
     messages: Sequence[ChatMessage] = ()
     finished: bool = False
+    handed_over: bool = False  # a stream that outlives its handler finishes the record (Telemetry.hand_over)
 
     def to_json(self, latency_ms: float, with_prompt: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -140,19 +141,28 @@ class Telemetry:
         self.shared = SharedMetrics(cfg.metrics_dir, self.metrics.registry) if cfg.metrics_dir else None
         self.log = RequestLog(cfg.request_log) if cfg.request_log is not None else None
 
-    def start(self, api: str) -> RequestRecord:
-        return RequestRecord(api)
-
     @contextlib.contextmanager
-    def request(self, api: str) -> Iterator[RequestRecord]:
-        record = self.start(api)
+    def request(self, api: str, started: float | None = None) -> Iterator[RequestRecord]:
+        """The one way a request's record lives: opened here, filled by the parts, finished when the block
+        ends (with the error's status if one ends it), unless handed over to a stream that outlives the
+        block (`hand_over`). `started`: when the request arrived, if before the block."""
+        record = RequestRecord(api)
+        if started is not None:
+            record.started = started
         try:
             yield record
         except BaseException as exc:
             self.fail(record, exc)
-            raise
-        finally:
             self.finish(record)
+            raise
+        if not record.handed_over:
+            self.finish(record)
+
+    @staticmethod
+    def hand_over(record: RequestRecord) -> RequestRecord:
+        """The caller now owns the record: it must `finish` it (a streamed answer, when the stream ends)."""
+        record.handed_over = True
+        return record
 
     def fail(self, record: RequestRecord, exc: BaseException) -> None:
         record.outcome = _outcome(exc)
