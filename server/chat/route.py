@@ -24,6 +24,17 @@ PINNED = "pinned"
 
 
 @dataclass(frozen=True)
+class ChatRequest:
+    """What both chat fronts ask for, read from protobuf or JSON; checked by `ChatRouting.route`."""
+
+    model: str  # "router:<name>" or a catalogue model
+    messages: Sequence[ChatMessage]
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    affinity_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Routed:
     router: str | None  # None: a plain model, no classification
     task: str | None
@@ -54,21 +65,15 @@ class ChatRouting:
         self.limits = limits
         self.default_output_tokens = default_output_tokens
 
-    async def route(
-        self,
-        model: str,
-        messages: Sequence[ChatMessage],
-        max_tokens: int | None = None,
-        max_cost_usd: float | None = None,
-        affinity_key: str | None = None,
-    ) -> Routed:
+    async def route(self, request: ChatRequest) -> Routed:
+        model, messages, max_cost_usd = request.model, request.messages, request.max_cost_usd
         if not model:
             raise InvalidInput(f"model is required: '{ROUTER_PREFIX}<name>' or a catalogue model name")
-        key = check_affinity_key(affinity_key)
+        key = check_affinity_key(request.affinity_key)
         check_max_cost(max_cost_usd)
         router = self.registry.get(model[len(ROUTER_PREFIX) :]) if model.startswith(ROUTER_PREFIX) else None
         validate_messages(messages, self.limits)  # once, for every path below
-        tokens = request_tokens(messages, max_tokens, self.default_output_tokens)
+        tokens = request_tokens(messages, request.max_tokens, self.default_output_tokens)
         if router is not None:
             return await self._routed(router, messages, max_cost_usd, key, tokens)
         catalog = self.targets.catalog

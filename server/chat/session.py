@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from models import ChatMessage
 from server.chat.affinity import AffinityStore, Pin
-from server.chat.route import ChatRouting, Routed, record_routed
+from server.chat.route import ChatRequest, ChatRouting, Routed, record_routed
 from server.errors import TargetUnavailable
 from server.routing.spec import FALLBACK
 from server.targets import ModelInfo, UpstreamError
@@ -105,17 +104,9 @@ class ChatSessions:
         self.forwarder = forwarder
         self.affinity = affinity
 
-    async def route(
-        self,
-        record: RequestRecord,
-        model: str,
-        messages: Sequence[ChatMessage],
-        max_tokens: int | None = None,
-        max_cost_usd: float | None = None,
-        affinity_key: str | None = None,
-    ) -> Routed:
-        record.messages = list(messages)
-        routed = await self.routing.route(model, messages, max_tokens, max_cost_usd, affinity_key)
+    async def route(self, request: ChatRequest, record: RequestRecord) -> Routed:
+        record.messages = request.messages
+        routed = await self.routing.route(request)
         record_routed(record, routed)
         return routed
 

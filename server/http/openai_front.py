@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from server.chat.route import ROUTER_PREFIX, Routed
+from server.chat.route import ROUTER_PREFIX, ChatRequest, Routed
 from server.chat.session import Streaming
 from server.classify.request import check_stream_fields, header_max_cost, json_max_tokens, json_messages
 from server.errors import InvalidInput, TargetUnavailable
@@ -79,14 +79,14 @@ class OpenAIFront:
         messages = json_messages(body)
         check_stream_fields(body)
         chat = self.runtime.chat
-        routed = await chat.route(
-            record,
+        asked = ChatRequest(
             model if isinstance(model, str) else "",
             messages,
             json_max_tokens(body),
             header_max_cost(request.headers.get("x-max-cost-usd")),
             request.headers.get(AFFINITY),
         )
+        routed = await chat.route(asked, record)
         if body.get("stream"):
             streaming = await chat.stream(routed, body, record)
             return self._sse(streaming, bool((body.get("stream_options") or {}).get("include_usage")), record)

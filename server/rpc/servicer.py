@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import json_format
 
 from models import ChatMessage
+from server.chat.route import ChatRequest
 from server.classify.classifier import Classified, classify, classify_many, record_classified
 from server.classify.request import (
     check_batch,
@@ -175,14 +176,10 @@ class Servicer(pb_grpc.TaskRouterServicer):
         max_cost = check_max_cost(request.max_cost_usd if request.HasField("max_cost_usd") else None)
         temperature = check_temperature(request.temperature if request.HasField("temperature") else None)
         chat = self.runtime.chat
-        routed = await chat.route(
-            record,
-            request.model,
-            messages,
-            request.max_tokens or None,
-            max_cost,
-            request.affinity_key or None,
+        asked = ChatRequest(
+            request.model, messages, request.max_tokens or None, max_cost, request.affinity_key or None
         )
+        routed = await chat.route(asked, record)
         body: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in messages]}
         if request.max_tokens:
             body["max_tokens"] = request.max_tokens
