@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +103,10 @@ class KeepAliveClient:
             self.writer.close()
 
 
-async def closed_loop(call, concurrency: int, count: int, duration_s: float) -> Run:  # type: ignore[no-untyped-def]
+async def closed_loop(
+    call: Callable[[int, int], Awaitable[object]], concurrency: int, count: int, duration_s: float
+) -> Run:
+    """`concurrency` callers; caller k sends request i with `call(k, i)` when its last one answered."""
     run = Run()
     deadline = time.perf_counter() + duration_s
 
