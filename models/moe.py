@@ -30,6 +30,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+# The shape of the exported mixture (a part of the ONNX cache key: a new shape is a new export).
+MIX_GRAPH = "fused-down-v2"
+
 
 class LowRankExperts(nn.Module):
     """E low-rank corrections of an FFN's two matrices."""
@@ -113,13 +116,19 @@ class MoEFeedForward(nn.Module):
         return full.reshape(shape[:-1] + (out.shape[-1],))
 
     def _mix(self, tokens: torch.Tensor, top_i: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """sum over a token's k slots of weight * expert(token), as k dense passes over all tokens.
+        """sum over a token's k slots of weight * expert(token), fused so that the MoE costs about what
+        the plain FFN does.
 
         Why not loop over experts and gather their tokens: with rank-r experts, every expert's
         A-projection of every token is one [N, d] x [d, E*r] product (E*r is small), and masking
         it to the slot's expert before the B-projection selects that expert exactly. That turns
         E gathers and 4E small products into k passes of a few large ones, which is what both a CPU
-        at batch 1 and a GPU at batch 64 run fastest; the arithmetic is the same.
+        at batch 1 and a GPU at batch 64 run fastest.
+
+        Why one down-projection for all k slots: it is linear and a token's slot weights sum to 1, so
+        sum_s w_s (h_s W2 + b2) = (sum_s w_s h_s) W2 + b2. Only the up side (x W1, computed once)
+        plus each slot's low-rank correction and activation are per slot; the [N, h] x [h, d] product,
+        the FFN's other half, runs once instead of k times.
         """
         ex = self.experts
         n, e, r = tokens.shape[0], self.num_experts, ex.a_up.shape[-1]
@@ -129,13 +138,15 @@ class MoEFeedForward(nn.Module):
         b_down = ex.b_down.reshape(e * r, -1)  # [E*r, d]
         shared_up = self.dense(tokens)  # x W1 + b1, once per token for every slot
         low_up = (tokens @ a_up).view(n, e, r)
-        out = torch.zeros_like(tokens)
+        mixed = torch.zeros_like(shared_up)  # sum_s w_s h_s, [N, h]
+        low_down = torch.zeros_like(low_up).view(n, e * r)  # sum_s w_s (h_s A2_e masked to e), [N, E*r]
         for slot in range(self.top_k):
             chosen = nn.functional.one_hot(top_i[:, slot], e).to(tokens.dtype).unsqueeze(-1)  # [N, E, 1]
+            weight = weights[:, slot : slot + 1]
             h = self.act(shared_up + (low_up * chosen).view(n, e * r) @ b_up)
-            low_down = ((h @ a_down).view(n, e, r) * chosen).view(n, e * r)
-            out = out + weights[:, slot : slot + 1] * (self.down(h) + low_down @ b_down)
-        return out
+            mixed = mixed + weight * h
+            low_down = low_down + weight * ((h @ a_down).view(n, e, r) * chosen).view(n, e * r)
+        return self.down(mixed) + low_down @ b_down
 
 
 class MoEOutput(nn.Module):

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from models.classifier import TaskClassifier
+from models.moe import MIX_GRAPH
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def weights_key(classifier: TaskClassifier, precision: Precision) -> str:
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "opset": OPSET,
+        "moe_graph": MIX_GRAPH,
     }
     digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
     for name, tensor in sorted(classifier.state_dict().items()):
