@@ -166,10 +166,8 @@ def metrics(scored: Scored, threshold: float, temperature: float) -> dict[str, A
     truth = np.array(labels)
     in_scope = truth != FALLBACK
     correct = np.array(predicted) == truth
-    probs, fallback_prob = match_probabilities(torch.from_numpy(scored.sims), threshold, temperature)
-    confidence = np.where(
-        np.array(predicted) == FALLBACK, fallback_prob.numpy(), probs.max(dim=1).values.numpy()
-    )
+    probs, fallback_prob = match_probabilities(scored.sims, threshold, temperature)
+    confidence = np.where(np.array(predicted) == FALLBACK, fallback_prob, probs.max(axis=1))
     ece, reliability = expected_calibration_error(confidence, correct)
     names = [*scored.tasks, FALLBACK]
     out: dict[str, Any] = {

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -88,20 +89,18 @@ class CompiledRouter:
         return nm.threshold
 
     def decide(self, similarities: np.ndarray) -> Decision:
+        """Task or fallback for one prompt's similarities [T]. Runs once per request on the event
+        loop, so it stays scalar: a [T] argmax, one criterion value, one softmax row."""
         nm = self.no_match
-        best_index = int(np.argmax(similarities))
-        value = float(
-            criterion_value(similarities[None], np.array([best_index]), nm.criterion, nm.calibration)[0]
-        )
+        sims = np.asarray(similarities, dtype=np.float32)
+        best_index = int(sims.argmax())
+        value = float(criterion_value(sims[None], np.array([best_index]), nm.criterion, nm.calibration)[0])
         # The threshold in similarity units as the softmax's "no task" candidate: fallback is then
         # the most probable exactly when the prompt falls back.
-        cut = self.similarity_cut
-        sims = torch.from_numpy(np.asarray(similarities, dtype=np.float32))[None]
-        probs, fallback = match_probabilities(sims, cut, self.temperature)
-        order = np.argsort(-similarities, kind="stable")
-        scores = tuple(
-            TaskResult(self.spec.tasks[i].name, float(probs[0, i]), float(similarities[i])) for i in order
-        )
+        probs, fallback = match_probabilities(sims[None], self.similarity_cut, self.temperature)
+        order = np.argsort(-sims, kind="stable").tolist()
+        names, p, s = self._task_names, probs[0].tolist(), sims.tolist()
+        scores = tuple(TaskResult(names[i], p[i], s[i]) for i in order)
         matched = value >= nm.threshold
         return Decision(
             scores[0].task if matched else FALLBACK,
@@ -112,6 +111,10 @@ class CompiledRouter:
             nm.criterion,
             value,
         )
+
+    @cached_property
+    def _task_names(self) -> list[str]:
+        return [t.name for t in self.spec.tasks]
 
     def pool(self, decision: Decision) -> tuple[tuple[str, ...], str]:
         """(the matched task's models in list order, its selection policy), or the fallback models."""
