@@ -138,7 +138,8 @@ class RoutersSection(_Section):
         None,
         description="JSON file that keeps the routers created, changed or deleted over the APIs across "
         "restarts (rewritten atomically after every change). Its first start is seeded from `dir`; "
-        "afterwards the file is what the routers are. Unset: API changes last until the process ends.",
+        "afterwards the file is what the routers are. The workers of one server share it (server.workers > 1 "
+        "uses a temporary one when unset). Unset: API changes last until the process ends.",
     )
 
 

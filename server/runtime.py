@@ -57,6 +57,7 @@ class Runtime:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._engine: Engine | None = None
         self._registry: RouterRegistry | None = None
+        self._following: asyncio.Task[None] | None = None  # reloads what other workers save
         self._batcher: Batcher[BatchItem, np.ndarray] | None = None
         self._targets: Targets | None = None
         self._affinity: AffinityStore | None = None
@@ -113,18 +114,10 @@ class Runtime:
             )
 
         state = RouterState(self.cfg.routers.state_file, catalog) if self.cfg.routers.state_file else None
-        saved = state.load() if state is not None else None
         registry = RouterRegistry(compile_router, catalog, engine.config)
-        if saved is not None:  # the state file, once written, is what the routers are
-            for router in saved:
-                await registry.restore(router)
-            specs = [r.spec for r in saved]
-            log.info("routers restored from %s", state.path)  # type: ignore[union-attr]
-        else:
-            for spec in specs:
-                await registry.create(spec)
-        if state is not None:
-            await registry.persist_with(state.save)
+        await registry.open(specs, state)  # with a state file, once written, the file is what the routers are
+        if state is not None:  # other processes may change it: the workers of this server
+            self._following = asyncio.create_task(registry.follow(), name="routers-follow")
 
         def run_batch(items: list[BatchItem]) -> list[np.ndarray]:
             return engine.score([p for p, _ in items], [proto for _, proto in items])
@@ -147,11 +140,14 @@ class Runtime:
             self.cfg.targets.default_output_tokens,
         )
         self._chat = ChatSessions(routing, Forwarder(targets), affinity)
-        log.info("ready: %d routers (%s)", len(specs), ", ".join(s.name for s in specs) or "none")
+        names = [r.spec.name for r in registry.list()]
+        log.info("ready: %d routers (%s)", len(names), ", ".join(names) or "none")
         await self.health.set_serving(True)
 
     async def stop(self) -> None:
         await self.health.stop()
+        if self._following is not None:
+            self._following.cancel()
         if self._batcher is not None:
             await self._batcher.close()
         if self._targets is not None:

@@ -6,6 +6,10 @@ model leaves cores idle (CPU serving on a many-core host, or a GPU fed by one lo
 keep them busy. Every worker binds the same ports with SO_REUSEPORT and the kernel spreads incoming
 connections across them (by connection, not by request: a client with one channel talks to one
 worker). Each worker loads its own model and batches its own requests.
+
+The workers serve one router set: they share the router state file (server/routing/persistence.py), a
+temporary one when `routers.state_file` is unset (API changes then last until the server stops, as
+with one process), so a router made through any worker's connection is served by all within a second.
 """
 
 from __future__ import annotations
@@ -55,12 +59,16 @@ def run_workers(cfg: Config, serve: Serve) -> int:
     threads = cfg.model.threads or max(1, (os.cpu_count() or 1) // count)
     # Where the workers leave their metrics for each other's scrapes (server/telemetry/shared_metrics.py).
     metrics_dir = cfg.telemetry.metrics_dir or Path(tempfile.mkdtemp(prefix="taskrouter-metrics-"))
+    # Where they share the router set when no state file was asked for.
+    routers_dir = None if cfg.routers.state_file else Path(tempfile.mkdtemp(prefix="taskrouter-routers-"))
+    state_file = cfg.routers.state_file or routers_dir / "routers.json"  # type: ignore[operator]
     worker_cfg = cfg.model_copy(
         update={
             "server": cfg.server.model_copy(update=ports["server"]),
             "http": cfg.http.model_copy(update=ports.get("http", {})),
             "model": cfg.model.model_copy(update={"threads": threads}),
             "telemetry": cfg.telemetry.model_copy(update={"metrics_dir": metrics_dir}),
+            "routers": cfg.routers.model_copy(update={"state_file": state_file}),
         }
     )
     ctx = multiprocessing.get_context("fork")  # nothing in this process has started a thread yet
@@ -99,4 +107,6 @@ def run_workers(cfg: Config, serve: Serve) -> int:
         sock.close()
     if cfg.telemetry.metrics_dir is None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    if routers_dir is not None:
+        shutil.rmtree(routers_dir, ignore_errors=True)
     return status or int(any(p.exitcode != 0 for p in procs))

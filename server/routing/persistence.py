@@ -8,15 +8,25 @@ leaves at most a stray temporary file, which the next write ignores and the next
 
 One file for the whole set, not one per router, because a rename (PUT with a new name) or a delete
 then is still one atomic step.
+
+The file is also how the workers of one server (`server.workers > 1`) share the router set: a change is
+a read-modify-write under an exclusive lock on a sibling lock file (`locked`), so two workers changing
+routers at once never lose each other's change, and every worker notices a new file by its stamp (inode,
+mtime, size: each write is a new inode) and reloads it (`RouterRegistry.follow`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import fcntl
 import json
 import logging
 import math
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +38,11 @@ from server.targets import Catalog
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+# How often a waiting writer retries the lock: short next to a save (a write and two fsyncs).
+_LOCK_POLL_S = 0.005
+
+# Which version of the file a worker holds: (inode, mtime in ns, size); None when there is no file.
+Stamp = tuple[int, int, int] | None
 
 
 @dataclass(frozen=True)
@@ -63,20 +78,77 @@ class RouterState:
         self.path = path
         self.catalog = catalog
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.lock")
+
+    @asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        """Hold the file's exclusive lock, across processes (flock on the sibling lock file).
+
+        Polled with LOCK_NB instead of a blocking flock in a thread: a caller cancelled while it waits
+        then leaves nothing behind that could take the lock later and never give it back."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise PersistFailed(
+                f"could not save routers to {self.path}: cannot lock {self.lock_path}: {exc}; "
+                "nothing was changed"
+            ) from exc
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                        raise PersistFailed(
+                            f"could not save routers to {self.path}: cannot lock {self.lock_path}: {exc}; "
+                            "nothing was changed"
+                        ) from exc
+                    await asyncio.sleep(_LOCK_POLL_S)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def stamp(self) -> Stamp:
+        """The version of the file now; None when it is missing or unreadable."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def clear_strays(self) -> None:
+        """Remove temporary files left by a crash mid-write. Only under `locked` when other
+        processes may be writing: their temporary file looks the same until its rename."""
+        for stray in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stray.unlink(missing_ok=True)
+
     def load(self) -> list[SavedRouter] | None:
         """The saved routers, or None when nothing was saved yet; a damaged file stops start-up with
         a message naming it (it is never silently replaced)."""
-        for stray in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            stray.unlink(missing_ok=True)  # left by a crash mid-write; the real file is intact
-        if not self.path.is_file():
-            return None
+        self.clear_strays()
+        return self.read()[0]
+
+    def read(self) -> tuple[list[SavedRouter] | None, Stamp]:
+        """The saved routers (None: no file yet) and the stamp of the version read."""
         try:
-            raw = json.loads(self.path.read_text())
+            with open(self.path, "rb") as file:
+                st = os.fstat(file.fileno())  # of the file actually read, even if it is replaced now
+                raw = json.loads(file.read())
+        except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"router state file {self.path}: {exc}") from exc
+        try:
             if raw.get("format") != FORMAT:
                 raise ValueError(f"unknown format {raw.get('format')!r}; this version reads {FORMAT}")
-            return [self._entry(entry) for entry in raw["routers"]]
+            routers = [self._entry(entry) for entry in raw["routers"]]
         except (InvalidInput, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidInput(f"router state file {self.path}: {exc}") from exc
+        return routers, (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _entry(self, entry: dict[str, Any]) -> SavedRouter:
         spec = parse_router(entry["definition"], self.catalog)  # rejects NaN/inf thresholds and caps
@@ -88,7 +160,9 @@ class RouterState:
             times[field] = value
         return SavedRouter(spec=spec, uuid=str(entry["uuid"]), version=int(entry["version"]), **times)
 
-    def save(self, routers: list[SavedRouter]) -> None:
+    def save(self, routers: list[SavedRouter]) -> Stamp:
+        """Write the whole set; returns the new file's stamp. Call under `locked` when other
+        processes share the file, so the stamp is of this write and not of a later one."""
         document: dict[str, Any] = {
             "format": FORMAT,
             "routers": [
@@ -107,3 +181,4 @@ class RouterState:
             write_atomic(self.path, json.dumps(document, indent=1).encode())
         except OSError as exc:
             raise PersistFailed(f"could not save routers to {self.path}: {exc}; nothing was changed") from exc
+        return self.stamp()

@@ -8,7 +8,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -18,8 +19,8 @@ import torch
 
 from models import ClassifierConfig, match_probabilities
 from models.nomatch import CALIBRATED, Calibration, Fit, criterion_value
-from server.errors import AlreadyExists, NotFound
-from server.routing.persistence import SavedRouter
+from server.errors import AlreadyExists, InvalidInput, NotFound, PersistFailed
+from server.routing.persistence import RouterState, SavedRouter, Stamp
 from server.routing.policies import MANUAL
 from server.routing.spec import FALLBACK, RouterSpec
 from server.targets import Catalog
@@ -125,7 +126,8 @@ class CompiledRouter:
 
 
 Compile = Callable[[RouterSpec, str, float], Awaitable["CompiledTasks"]]
-Persist = Callable[[list[SavedRouter]], None]
+# How often a worker looks for a router set another worker saved: within 1 s of any change.
+FOLLOW_INTERVAL_S = 0.5
 
 
 class RouterRegistry:
@@ -134,7 +136,9 @@ class RouterRegistry:
 
     def __init__(self, compile: Compile, catalog: Catalog, defaults: ClassifierConfig):
         self._compile = compile
-        self._persist: Persist | None = None
+        self._store: RouterState | None = None
+        self._stamp: Stamp = None  # the version of the store's file the live set is
+        self._failed_stamp: Stamp = None  # a version that could not be loaded (logged once)
         self.catalog = catalog
         self._defaults = defaults
         self._routers: dict[str, CompiledRouter] = {}
@@ -193,25 +197,95 @@ class RouterRegistry:
             update_time=now,
         )
 
+    async def open(self, specs: Sequence[RouterSpec], store: RouterState | None = None) -> None:
+        """Load the live set: `specs` (the router files), or with a store, what it holds, seeded
+        with `specs` when it was never written. The store is rewritten at once (which proves it
+        writable) and saved before every change becomes visible from then on."""
+        if store is None:
+            for spec in specs:
+                await self.create(spec)
+            return
+        async with self._lock:
+            async with store.locked():  # workers starting together seed the file once
+                store.clear_strays()
+                saved, _ = await asyncio.to_thread(store.read)
+                if saved is None:
+                    now = time.time()
+                    saved = [SavedRouter(spec, str(uuid.uuid4()), 1, now, now) for spec in specs]
+                else:
+                    log.info("routers restored from %s", store.path)
+                stamp = await asyncio.to_thread(store.save, saved)
+            self._store = store
+            await self._apply(saved, stamp)
+
+    async def follow(self, interval: float = FOLLOW_INTERVAL_S) -> None:
+        """Serve what other processes save to the store (the workers of one server), until cancelled.
+        A file that cannot be read or compiled is logged once and the last good set keeps serving."""
+        store = self._store
+        if store is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            stamp = store.stamp()
+            if stamp is None or stamp in (self._stamp, self._failed_stamp):
+                continue  # unchanged, or missing (a deleted file never deletes the live routers)
+            async with self._lock:
+                try:
+                    await self._refresh()
+                except Exception as exc:
+                    self._failed_stamp = store.stamp()
+                    log.error("router state file %s changed but was not loaded: %s", store.path, exc)
+
+    async def _refresh(self) -> None:
+        """Load the store's file when it is not the version the live set is."""
+        assert self._store is not None
+        if self._store.stamp() == self._stamp:
+            return
+        saved, stamp = await asyncio.to_thread(self._store.read)
+        if saved is not None:
+            await self._apply(saved, stamp)
+            log.info("routers reloaded from %s (changed by another process)", self._store.path)
+
+    async def _apply(self, saved: list[SavedRouter], stamp: Stamp) -> None:
+        """Make `saved` the live set; routers whose uuid and version are live already stay compiled."""
+        live = {r.uuid: r for r in self._routers.values()}
+        routers: dict[str, CompiledRouter] = {}
+        for entry in saved:
+            old = live.get(entry.uuid)
+            if old is not None and (old.version, old.update_time) == (entry.version, entry.update_time):
+                routers[entry.spec.name] = old
+            else:
+                routers[entry.spec.name] = await self._build(
+                    entry.spec, entry.version, entry.create_time, entry.uuid, entry.update_time
+                )
+        self._routers, self._stamp = routers, stamp
+
+    @asynccontextmanager
+    async def _changing(self) -> AsyncIterator[None]:
+        """One change at a time in this process and, with a store, across the processes sharing it;
+        the change starts from the set last saved by any of them."""
+        async with self._lock:
+            if self._store is None:
+                yield
+                return
+            async with self._store.locked():
+                try:
+                    await self._refresh()
+                except InvalidInput as exc:  # the file, not the caller's request, is at fault
+                    raise PersistFailed(f"{exc}; nothing was changed") from exc
+                yield
+
     async def _commit(self, routers: dict[str, CompiledRouter]) -> None:
-        if self._persist is not None:
+        if self._store is not None:
             saved = [
                 SavedRouter(r.spec, r.uuid, r.version, r.create_time, r.update_time) for r in routers.values()
             ]
-            await asyncio.to_thread(self._persist, saved)  # a write and two fsyncs: off the event loop
+            # a write and two fsyncs: off the event loop
+            self._stamp = await asyncio.to_thread(self._store.save, saved)
         self._routers = routers
 
-    async def restore(self, saved: SavedRouter) -> CompiledRouter:
-        """Bring back a saved router as it was (uuid, version, creation time), without saving."""
-        async with self._lock:
-            router = await self._build(
-                saved.spec, saved.version, saved.create_time, saved.uuid, saved.update_time
-            )
-            self._routers = {**self._routers, saved.spec.name: router}
-            return router
-
     async def create(self, spec: RouterSpec) -> CompiledRouter:
-        async with self._lock:
+        async with self._changing():
             if spec.name in self._routers:
                 raise AlreadyExists(f"router {spec.name!r} already exists; use UpdateRouter to change it")
             router = await self._build(spec, version=1, created=None)
@@ -221,7 +295,7 @@ class RouterRegistry:
 
     async def update(self, spec: RouterSpec, current_name: str | None = None) -> CompiledRouter:
         """Replace a definition; `current_name` (the HTTP API's PUT by uuid) allows a rename."""
-        async with self._lock:
+        async with self._changing():
             old = self.get(current_name or spec.name)
             if spec.name != old.spec.name and spec.name in self._routers:
                 raise AlreadyExists(f"router {spec.name!r} already exists; choose another name")
@@ -233,15 +307,7 @@ class RouterRegistry:
             return router
 
     async def delete(self, name: str) -> None:
-        async with self._lock:
+        async with self._changing():
             self.get(name)
             await self._commit({n: r for n, r in self._routers.items() if n != name})
             log.info("router %r deleted", name)
-
-    async def persist_with(self, persist: Persist) -> None:
-        """Save the current set with `persist` now, then after every change, before the change is
-        visible: a change that cannot be saved fails and changes nothing. Attached after the
-        routers are loaded, so start-up writes the file once (which also proves it writable)."""
-        async with self._lock:
-            self._persist = persist
-            await self._commit(dict(self._routers))
