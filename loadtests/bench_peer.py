@@ -7,7 +7,8 @@ over rounds and the ratios.
 
     scripts/setup_peer_env.sh                     # once: the peer's venv and its ONNX int8 model
     python -m loadtests.bench_peer                # C=1 and C=32, 3 rounds of 10 s per side
-    python -m loadtests.bench_peer --server-arg=--workers --server-arg=2
+    python -m loadtests.bench_peer --server-arg=--workers --server-arg=2 --channels 32
+    python -m loadtests.bench_peer --peer naive   # against loadtests/naive_peer.py (no setup needed)
 
 Both servers and the client share this machine: compare the ratios, within one run.
 Things the peer needs (infinity-emb 0.0.78, optimum 2.x): it only finds a local ONNX file when started
@@ -24,6 +25,7 @@ import os
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -127,13 +129,21 @@ async def closed_loop(
     return run
 
 
-async def ours(target: str, reqs: list[pb.ClassifyRequest], concurrency: int, duration_s: float) -> Run:
-    channel = grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-    stub = pb_grpc.TaskRouterStub(channel)
+async def ours(
+    target: str, reqs: list[pb.ClassifyRequest], concurrency: int, duration_s: float, channels: int = 1
+) -> Run:
+    """Caller k uses channel k % channels: with --workers N the kernel spreads connections, not
+    requests, so reaching every worker takes at least N channels."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    chans = [grpc.aio.insecure_channel(target, options=options) for _ in range(min(channels, concurrency))]
+    stubs = [pb_grpc.TaskRouterStub(c) for c in chans]
     try:
-        return await closed_loop(lambda _k, i: stub.Classify(reqs[i]), concurrency, len(reqs), duration_s)
+        return await closed_loop(
+            lambda k, i: stubs[k % len(stubs)].Classify(reqs[i]), concurrency, len(reqs), duration_s
+        )
     finally:
-        await channel.close()
+        for channel in chans:
+            await channel.close()
 
 
 async def peer(port: int, texts: list[str], concurrency: int, duration_s: float) -> Run:
@@ -188,22 +198,57 @@ def start_peer(venv: Path, model: Path, batch_size: int) -> tuple[subprocess.Pop
     return proc, port
 
 
+def start_naive() -> tuple[subprocess.Popen[str], str]:
+    """loadtests/naive_peer.py on a free port, once it says SERVING."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtests.naive_peer", "--port", str(port)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "SERVING on" in line:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, f"127.0.0.1:{port}"
+    raise RuntimeError("the naive peer exited before SERVING")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--duration-s", type=float, default=10.0, help="per side, concurrency and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=32, help="prompt length in tokens")
+    parser.add_argument(
+        "--peer",
+        choices=["infinity", "naive"],
+        default="infinity",
+        help="infinity-emb, or loadtests/naive_peer.py",
+    )
     parser.add_argument("--peer-venv", type=Path, default=PEER_VENV)
     parser.add_argument("--peer-model", type=Path, default=PEER_MODEL)
     parser.add_argument("--peer-batch-size", type=int, default=32)
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for our server")
+    parser.add_argument("--channels", type=int, default=1, help="gRPC channels (connections) on our side")
     args = parser.parse_args()
 
     reqs = prompts_of_length(args.tokens)
     texts = [r.prompt for r in reqs]
     server, target, _ = start_server(args.server_arg)
-    peer_proc, peer_port = start_peer(args.peer_venv, args.peer_model.expanduser(), args.peer_batch_size)
+    if args.peer == "naive":
+        peer_proc, naive_target = start_naive()
+
+        def run_peer(c: int) -> Run:
+            return asyncio.run(ours(naive_target, reqs, c, args.duration_s, args.channels))
+    else:
+        peer_proc, peer_port = start_peer(args.peer_venv, args.peer_model.expanduser(), args.peer_batch_size)
+
+        def run_peer(c: int) -> Run:
+            return asyncio.run(peer(peer_port, texts, c, args.duration_s))
+
     runs: dict[tuple[str, int], list[Run]] = {}
     try:
         asyncio.run(ours(target, reqs, 1, 2.0))  # warm both before the first measured round
@@ -211,9 +256,9 @@ def main() -> None:
             for c in args.concurrency:
                 for side in ("taskrouter", "peer"):
                     if side == "taskrouter":
-                        run = asyncio.run(ours(target, reqs, c, args.duration_s))
+                        run = asyncio.run(ours(target, reqs, c, args.duration_s, args.channels))
                     else:
-                        run = asyncio.run(peer(peer_port, texts, c, args.duration_s))
+                        run = run_peer(c)
                     runs.setdefault((side, c), []).append(run)
                     print(run.row(f"round {r} {side} c={c}"), flush=True)
     finally:
