@@ -134,6 +134,15 @@ class RoutersSection(_Section):
         "each model (server/targets/catalog.py documents the format).",
     )
 
+    store: Literal["file", "redis"] = Field(
+        "file",
+        description="Where routers made over the APIs live: `file` (state_file, shared by the workers of "
+        "one server) or `redis` (shared by every replica; state_file unused). Seeded from `dir` once.",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Used when store is redis.")
+    redis_key: str = Field(
+        "taskrouter:routers", description="Key prefix in Redis: <key>:doc, <key>:rev, <key>:changed."
+    )
     state_file: Path | None = Field(
         None,
         description="JSON file that keeps the routers created, changed or deleted over the APIs across "

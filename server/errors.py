@@ -84,6 +84,15 @@ class PersistFailed(TaskRouterError):
     code = grpc.StatusCode.INTERNAL
 
 
+class StoreUnavailable(TaskRouterError):
+    """The shared router store (Redis) cannot be reached: reads keep serving the last good set, a
+    change is refused and changes nothing; retry when the store is back."""
+
+    http_status = 503
+    http_id = "unavailable"
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 class TargetUnavailable(TaskRouterError):
     """Every candidate model failed or was skipped; `attempts` says what was tried."""
 

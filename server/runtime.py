@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -18,13 +19,14 @@ from server.chat.route import ChatRouting
 from server.chat.session import ChatSessions
 from server.classify.batching import Batcher
 from server.classify.engine import BatchItem, CompiledTasks, Engine, TaskText
-from server.config import AffinitySection, Config
+from server.config import AffinitySection, Config, RoutersSection
 from server.errors import NotReady
 from server.health import Health
-from server.routing.persistence import RouterState
+from server.routing.persistence import RouterState, RouterStore
+from server.routing.redis_store import RedisRouterStore
 from server.routing.registry import RouterRegistry
 from server.routing.spec import RouterSpec, load_router_dir
-from server.targets import Targets, load_catalog
+from server.targets import Catalog, Targets, load_catalog
 from server.targets.forward import Forwarder
 from server.telemetry import Telemetry
 
@@ -46,6 +48,16 @@ def make_affinity_store(cfg: AffinitySection) -> AffinityStore:
     if cfg.store == "redis":
         return RedisAffinity(cfg.redis_url, cfg.ttl_s)
     return MemoryAffinity(cfg.ttl_s, cfg.max_keys)
+
+
+def make_router_store(
+    cfg: RoutersSection, catalog: Catalog, on_up: Callable[[bool], None]
+) -> RouterStore | None:
+    """The store routers made over the APIs live in, or None (they last as long as the process)."""
+    on_up(True)  # only Redis can be unreachable; it reports for itself
+    if cfg.store == "redis":
+        return RedisRouterStore(cfg.redis_url, catalog, cfg.redis_key, on_up=on_up)
+    return RouterState(cfg.state_file, catalog) if cfg.state_file else None
 
 
 class Runtime:
@@ -113,10 +125,10 @@ class Runtime:
                 spec.threshold,
             )
 
-        state = RouterState(self.cfg.routers.state_file, catalog) if self.cfg.routers.state_file else None
+        store = make_router_store(self.cfg.routers, catalog, self.telemetry.metrics.router_store_up.set)
         registry = RouterRegistry(compile_router, catalog, engine.config)
-        await registry.open(specs, state)  # with a state file, once written, the file is what the routers are
-        if state is not None:  # other processes may change it: the workers of this server
+        await registry.open(specs, store)  # a store, once written, is what the routers are
+        if store is not None:  # other processes change it too: this server's workers, other replicas
             self._following = asyncio.create_task(registry.follow(), name="routers-follow")
 
         def run_batch(items: list[BatchItem]) -> list[np.ndarray]:
@@ -148,6 +160,8 @@ class Runtime:
         await self.health.stop()
         if self._following is not None:
             self._following.cancel()
+        if self._registry is not None and self._registry.store is not None:
+            await self._registry.store.close()
         if self._batcher is not None:
             await self._batcher.close()
         if self._targets is not None:

@@ -8,8 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -19,8 +18,8 @@ import torch
 
 from models import ClassifierConfig, match_probabilities
 from models.nomatch import CALIBRATED, Calibration, Fit, criterion_value
-from server.errors import AlreadyExists, InvalidInput, NotFound, PersistFailed
-from server.routing.persistence import RouterState, SavedRouter, Stamp
+from server.errors import AlreadyExists, InvalidInput, NotFound, PersistFailed, StoreUnavailable
+from server.routing.persistence import Conflict, RouterStore, SavedRouter, Token
 from server.routing.policies import MANUAL
 from server.routing.spec import FALLBACK, RouterSpec
 from server.targets import Catalog
@@ -126,8 +125,9 @@ class CompiledRouter:
 
 
 Compile = Callable[[RouterSpec, str, float], Awaitable["CompiledTasks"]]
-# How often a worker looks for a router set another worker saved: within 1 s of any change.
-FOLLOW_INTERVAL_S = 0.5
+Routers = dict[str, CompiledRouter]
+# A change that keeps losing the compare-and-set to other replicas gives up after this many tries.
+_CHANGE_ATTEMPTS = 20
 
 
 class RouterRegistry:
@@ -136,9 +136,9 @@ class RouterRegistry:
 
     def __init__(self, compile: Compile, catalog: Catalog, defaults: ClassifierConfig):
         self._compile = compile
-        self._store: RouterState | None = None
-        self._stamp: Stamp = None  # the version of the store's file the live set is
-        self._failed_stamp: Stamp = None  # a version that could not be loaded (logged once)
+        self._store: RouterStore | None = None
+        self._token: Token = None  # the version of the store's set the live set is
+        self._failed: str | None = None  # why the last reload failed (logged once per reason)
         self.catalog = catalog
         self._defaults = defaults
         self._routers: dict[str, CompiledRouter] = {}
@@ -197,59 +197,48 @@ class RouterRegistry:
             update_time=now,
         )
 
-    async def open(self, specs: Sequence[RouterSpec], store: RouterState | None = None) -> None:
+    async def open(self, specs: Sequence[RouterSpec], store: RouterStore | None = None) -> None:
         """Load the live set: `specs` (the router files), or with a store, what it holds, seeded
-        with `specs` when it was never written. The store is rewritten at once (which proves it
-        writable) and saved before every change becomes visible from then on."""
-        if store is None:
-            for spec in specs:
-                await self.create(spec)
-            return
+        with `specs` when it never held anything. From then on every change is saved to the store
+        before it becomes visible."""
         async with self._lock:
-            async with store.locked():  # workers starting together seed the file once
-                store.clear_strays()
-                saved, _ = await asyncio.to_thread(store.read)
-                if saved is None:
-                    now = time.time()
-                    saved = [SavedRouter(spec, str(uuid.uuid4()), 1, now, now) for spec in specs]
-                else:
-                    log.info("routers restored from %s", store.path)
-                stamp = await asyncio.to_thread(store.save, saved)
+            if store is None:
+                for spec in specs:
+                    router = await self._build(spec, version=1, created=None)
+                    self._routers = {**self._routers, spec.name: router}
+                return
+            saved, token = await store.open(specs)
+            await self._apply(saved, token)
             self._store = store
-            await self._apply(saved, stamp)
 
-    async def follow(self, interval: float = FOLLOW_INTERVAL_S) -> None:
-        """Serve what other processes save to the store (the workers of one server), until cancelled.
-        A file that cannot be read or compiled is logged once and the last good set keeps serving."""
-        store = self._store
-        if store is None:
+    @property
+    def store(self) -> RouterStore | None:
+        return self._store
+
+    async def follow(self) -> None:
+        """Serve what other processes save to the store (the workers of one server, the replicas
+        sharing Redis), until cancelled. A set that cannot be read or compiled is logged once and the
+        last good set keeps serving."""
+        if self._store is None:
             return
-        while True:
-            await asyncio.sleep(interval)
-            stamp = store.stamp()
-            if stamp is None or stamp in (self._stamp, self._failed_stamp):
-                continue  # unchanged, or missing (a deleted file never deletes the live routers)
+        async for _ in self._store.changes():
             async with self._lock:
                 try:
-                    await self._refresh()
+                    changed = await self._store.read_if_changed(self._token)
+                    if changed is not None:
+                        await self._apply(*changed)
+                        log.info("routers reloaded from %s (changed by another process)", self._store.where)
+                    self._failed = None
                 except Exception as exc:
-                    self._failed_stamp = store.stamp()
-                    log.error("router state file %s changed but was not loaded: %s", store.path, exc)
+                    if str(exc) != self._failed:
+                        where = self._store.where
+                        log.error("routers in %s not loaded, serving the last good set: %s", where, exc)
+                    self._failed = str(exc)
 
-    async def _refresh(self) -> None:
-        """Load the store's file when it is not the version the live set is."""
-        assert self._store is not None
-        if self._store.stamp() == self._stamp:
-            return
-        saved, stamp = await asyncio.to_thread(self._store.read)
-        if saved is not None:
-            await self._apply(saved, stamp)
-            log.info("routers reloaded from %s (changed by another process)", self._store.path)
-
-    async def _apply(self, saved: list[SavedRouter], stamp: Stamp) -> None:
+    async def _apply(self, saved: list[SavedRouter], token: Token) -> None:
         """Make `saved` the live set; routers whose uuid and version are live already stay compiled."""
         live = {r.uuid: r for r in self._routers.values()}
-        routers: dict[str, CompiledRouter] = {}
+        routers: Routers = {}
         for entry in saved:
             old = live.get(entry.uuid)
             if old is not None and (old.version, old.update_time) == (entry.version, entry.update_time):
@@ -258,56 +247,76 @@ class RouterRegistry:
                 routers[entry.spec.name] = await self._build(
                     entry.spec, entry.version, entry.create_time, entry.uuid, entry.update_time
                 )
-        self._routers, self._stamp = routers, stamp
+        self._routers, self._token = routers, token
 
-    @asynccontextmanager
-    async def _changing(self) -> AsyncIterator[None]:
-        """One change at a time in this process and, with a store, across the processes sharing it;
-        the change starts from the set last saved by any of them."""
+    async def _change(self, make: Callable[[], Awaitable[Routers]]) -> None:
+        """Apply `make` (the new set, from the live one) in this process and, with a store, saved
+        first. The change starts from the set last saved by any process: under the store's lock
+        (file), or again from the newer set when the compare-and-set loses (Redis)."""
         async with self._lock:
-            if self._store is None:
-                yield
+            store = self._store
+            if store is None:
+                self._routers = await make()
                 return
-            async with self._store.locked():
-                try:
-                    await self._refresh()
-                except InvalidInput as exc:  # the file, not the caller's request, is at fault
-                    raise PersistFailed(f"{exc}; nothing was changed") from exc
-                yield
-
-    async def _commit(self, routers: dict[str, CompiledRouter]) -> None:
-        if self._store is not None:
-            saved = [
-                SavedRouter(r.spec, r.uuid, r.version, r.create_time, r.update_time) for r in routers.values()
-            ]
-            # a write and two fsyncs: off the event loop
-            self._stamp = await asyncio.to_thread(self._store.save, saved)
-        self._routers = routers
+            for _ in range(_CHANGE_ATTEMPTS):
+                async with store.transaction():
+                    try:
+                        changed = await store.read_if_changed(self._token)
+                    except InvalidInput as exc:  # the stored set, not the caller's request, is at fault
+                        raise PersistFailed(f"{exc}; nothing was changed") from exc
+                    if changed is not None:
+                        await self._apply(*changed)
+                    routers = await make()  # validates against the latest set: names, versions
+                    saved = [
+                        SavedRouter(r.spec, r.uuid, r.version, r.create_time, r.update_time)
+                        for r in routers.values()
+                    ]
+                    try:
+                        self._token = await store.save(saved, self._token)
+                    except Conflict:
+                        continue
+                    self._routers = routers
+                    return
+            raise StoreUnavailable(
+                f"{store.where} kept changing under this change ({_CHANGE_ATTEMPTS} tries); "
+                "nothing was changed"
+            )
 
     async def create(self, spec: RouterSpec) -> CompiledRouter:
-        async with self._changing():
+        made: list[CompiledRouter] = []
+
+        async def make() -> Routers:
             if spec.name in self._routers:
                 raise AlreadyExists(f"router {spec.name!r} already exists; use UpdateRouter to change it")
-            router = await self._build(spec, version=1, created=None)
-            await self._commit({**self._routers, spec.name: router})
-            log.info("router %r created (uuid %s, %d tasks)", spec.name, router.uuid, len(spec.tasks))
-            return router
+            made[:] = [await self._build(spec, version=1, created=None)]
+            return {**self._routers, spec.name: made[0]}
+
+        await self._change(make)
+        log.info("router %r created (uuid %s, %d tasks)", spec.name, made[0].uuid, len(spec.tasks))
+        return made[0]
 
     async def update(self, spec: RouterSpec, current_name: str | None = None) -> CompiledRouter:
         """Replace a definition; `current_name` (the HTTP API's PUT by uuid) allows a rename."""
-        async with self._changing():
+        made: list[CompiledRouter] = []
+        renamed: list[str] = []
+
+        async def make() -> Routers:
             old = self.get(current_name or spec.name)
             if spec.name != old.spec.name and spec.name in self._routers:
                 raise AlreadyExists(f"router {spec.name!r} already exists; choose another name")
-            router = await self._build(spec, old.version + 1, old.create_time, old.uuid)
+            made[:] = [await self._build(spec, old.version + 1, old.create_time, old.uuid)]
+            renamed[:] = [f", renamed from {old.spec.name!r}" if spec.name != old.spec.name else ""]
             routers = {n: r for n, r in self._routers.items() if n != old.spec.name}
-            await self._commit({**routers, spec.name: router})
-            renamed = f", renamed from {old.spec.name!r}" if spec.name != old.spec.name else ""
-            log.info("router %r updated to version %d%s", spec.name, router.version, renamed)
-            return router
+            return {**routers, spec.name: made[0]}
+
+        await self._change(make)
+        log.info("router %r updated to version %d%s", spec.name, made[0].version, renamed[0])
+        return made[0]
 
     async def delete(self, name: str) -> None:
-        async with self._changing():
+        async def make() -> Routers:
             self.get(name)
-            await self._commit({n: r for n, r in self._routers.items() if n != name})
-            log.info("router %r deleted", name)
+            return {n: r for n, r in self._routers.items() if n != name}
+
+        await self._change(make)
+        log.info("router %r deleted", name)

@@ -91,6 +91,12 @@ class Metrics:
             "telemetry.stall_failed_batches failures in a row); health is NOT_SERVING meanwhile.",
             registry=r,
         )
+        self.router_store_up = Gauge(
+            "taskrouter_router_store_up",
+            "1 while the router store answers; 0 while Redis (routers.store: redis) cannot be reached: "
+            "the last good router set keeps serving and router changes answer UNAVAILABLE.",
+            registry=r,
+        )
         self.ttft_seconds = Histogram(
             "taskrouter_target_ttft_seconds",
             "Time to the first streamed event from the model that answered.",
