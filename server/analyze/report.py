@@ -178,10 +178,13 @@ def render_html(stats: Stats, source: str) -> str:
         task_svg = _bars(labels, [n for _, n in tasks], colors, "classified prompts")
         models = stats.models.most_common()
         model_svg = (
-            _bars([m for m, _ in models], [n for _, n in models], ["#2b8a3e"] * len(models), "requests")
+            _bars([m for m, _ in models], [n for _, n in models], ["#2b8a3e"] * len(models), "served")
             if models
-            else "<p>No model was chosen (Classify only).</p>"
+            else "<p>No model answered a request (Classify or Route only).</p>"
         )
+        if stats.planned_models:
+            planned = ", ".join(f"{html.escape(m)} {n}" for m, n in stats.planned_models.most_common())
+            model_svg += f"<p>Planned only (Route, console Playground; never called): {planned}</p>"
         parts += [
             "<div class=grid><div><h2>Tasks</h2>",
             task_svg,
@@ -231,7 +234,10 @@ def render_text(stats: Stats) -> str:
     ]
     lines += [f"  {router}/{task}: {n}" for (router, task), n in stats.tasks.most_common(10)]
     if stats.models:
-        lines.append("models: " + ", ".join(f"{m} {n}" for m, n in stats.models.most_common()))
+        lines.append("models served: " + ", ".join(f"{m} {n}" for m, n in stats.models.most_common()))
+    if stats.planned_models:
+        planned = ", ".join(f"{m} {n}" for m, n in stats.planned_models.most_common())
+        lines.append(f"planned only (Route, Playground; never called): {planned}")
     for api, p in stats.latency.items():
         lines.append(
             f"{api}: p50 {p['p50']:.2f} ms, p90 {p['p90']:.2f} ms, p99 {p['p99']:.2f} ms (n={int(p['n'])})"

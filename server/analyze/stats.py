@@ -7,13 +7,14 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from server.targets import Catalog
-from server.telemetry import CLASSIFYING_APIS, attempt_failed
+from server.telemetry import CLASSIFYING_APIS, PLANNED_APIS, SERVED_APIS, attempt_failed
 
 
 def read_log(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -34,6 +35,37 @@ def read_log(path: Path) -> tuple[list[dict[str, Any]], int]:
                 skipped += 1
     records.sort(key=lambda r: r["ts"])
     return records, skipped
+
+
+def parse_time(value: str) -> float:
+    """Epoch seconds, or an ISO 8601 time (UTC unless it names a zone): 2026-12-01T09:00."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time: epoch seconds or ISO 8601 (2026-12-01T09:00)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def select(
+    records: Iterable[dict[str, Any]],
+    router: str | None = None,
+    api: Sequence[str] = (),
+    since: float | None = None,
+    until: float | None = None,
+) -> list[dict[str, Any]]:
+    """The records of one router, of some APIs, within [since, until)."""
+    return [
+        r
+        for r in records
+        if (router is None or r.get("router") == router)
+        and (not api or r["api"] in api)
+        and (since is None or r["ts"] >= since)
+        and (until is None or r["ts"] < until)
+    ]
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -83,7 +115,8 @@ class Stats:
     apis: Counter[str]
     routers: Counter[str]
     tasks: Counter[tuple[str, str]]  # (router, task)
-    models: Counter[str]
+    models: Counter[str]  # served: the model that answered (Chat, chat.completions)
+    planned_models: Counter[str]  # planned only: Route and the console's Playground (nothing was called)
     classified: int
     matched: int
     confidence: list[float]
@@ -183,7 +216,8 @@ def compute(records: Sequence[dict[str, Any]], skipped: int, catalog: Catalog, b
         apis=Counter(r["api"] for r in records),
         routers=Counter(r["router"] for r in classified),
         tasks=Counter((r["router"], r["task"]) for r in classified),
-        models=Counter(r["model"] for r in ok if r.get("model")),
+        models=Counter(r["model"] for r in ok if r.get("model") and r["api"] in SERVED_APIS),
+        planned_models=Counter(r["model"] for r in ok if r.get("model") and r["api"] in PLANNED_APIS),
         classified=len(classified),
         matched=sum(bool(r["matched"]) for r in classified),
         confidence=[r["confidence"] for r in classified if r.get("confidence") is not None],

@@ -13,11 +13,12 @@ from fastapi import APIRouter, Request
 from models import ChatMessage
 from server.classify.classifier import classify, classify_many, record_classified
 from server.classify.request import json_messages, lookup_router, validate_messages
-from server.console.evaluate import Row, score
+from server.console.evaluate import Row, output_tokens_per_task, score
 from server.errors import InvalidInput
 from server.http.body import json_body
 from server.routing.plan import plan, record_planned, request_tokens
 from server.runtime import Runtime
+from server.targets.cost import Load, project
 
 MAX_EVALUATE_ROWS = 5000
 MAX_WINDOW_S = 24 * 3600
@@ -111,6 +112,11 @@ class ConsoleApi:
         catalog = self.runtime.targets.catalog
         if baseline not in catalog.models:
             raise InvalidInput(f"baseline {baseline!r} is not a catalogue model; known: {catalog.known()}")
+        stated = body.get("output_tokens") or {}
+        if not isinstance(stated, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1_000_000 for v in stated.values()
+        ):
+            raise InvalidInput("output_tokens must map task names to whole numbers of tokens (0 to 1000000)")
         rows = body.get("rows")
         if not isinstance(rows, list) or not rows:
             raise InvalidInput("rows must be a non-empty list of {text, label}")
@@ -133,22 +139,40 @@ class ConsoleApi:
             conversations,
             slice_size=runtime.cfg.batching.max_batch_requests,
         )
+        outputs = output_tokens_per_task(
+            router, stated, runtime.telemetry.output_tokens, runtime.cfg.targets.default_output_tokens
+        )
         base = catalog.models[baseline]
-        scored = []
+        scored, loads = [], []
         for messages, label, c in zip(conversations, labels, results, strict=True):
             decision = c.decision
             pool, _policy = router.pool(decision)
-            tokens = request_tokens(messages, None, runtime.cfg.targets.default_output_tokens)
+            tokens = request_tokens(messages, None, round(outputs[decision.task]["tokens"]))
             first = plan(runtime.targets, router, decision, tokens).models
-            routed = catalog.models[first[0] if first else pool[0]].cost_usd(*tokens)
+            model = first[0] if first else pool[0]
+            loads.append(Load(decision.task, model, 1, *tokens))
             best = decision.scores[0]
+            routed = catalog.models[model].cost_usd(*tokens)
             scored.append(
                 Row(label, decision.task, routed, base.cost_usd(*tokens), best.task, decision.criterion_value)
             )
         tasks = [t.name for t in router.spec.tasks]
+        projection = project(loads, catalog, baseline)
         return {
             "router": router.spec.name,
             **score(scored, tasks, baseline, router.threshold, router.no_match.criterion),
+            "output_tokens": outputs,
+            "cost_by_task": [
+                {
+                    "task": r.task,
+                    "requests": r.requests,
+                    "models": list(r.models),
+                    "routed_usd": r.routed_usd,
+                    "baseline_usd": r.baseline_usd,
+                    "saving": r.saving,
+                }
+                for r in projection.tasks
+            ],
         }
 
     async def analyze(self, window_s: float = 900, router: str | None = None) -> dict[str, Any]:

@@ -5,10 +5,12 @@ runs the classifications."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from server.errors import InvalidInput
+from server.routing.registry import CompiledRouter
 from server.routing.spec import FALLBACK
 
 
@@ -28,6 +30,30 @@ SWEEPS = {
     "similarity": tuple(round(0.05 * i, 2) for i in range(-4, 20)),
     "calibrated": tuple(round(0.1 * i, 2) for i in range(-20, 61)),
 }
+
+
+def output_tokens_per_task(
+    router: CompiledRouter,
+    stated: Mapping[str, int],
+    measured: Callable[[str, str], float | None],
+    default: int,
+) -> dict[str, dict[str, Any]]:
+    """What each task's answers are priced at: the tokens stated for it, else the mean of the answers
+    this process served for it, else the service's default (targets.default_output_tokens)."""
+    names = [t.name for t in router.spec.tasks] + [FALLBACK]
+    unknown = sorted(set(stated) - set(names))
+    if unknown:
+        raise InvalidInput(f"output_tokens names {', '.join(map(repr, unknown))}; tasks: {', '.join(names)}")
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        served = measured(router.spec.name, name)
+        if name in stated:
+            out[name] = {"tokens": stated[name], "source": "stated"}
+        elif served is not None:
+            out[name] = {"tokens": served, "source": "measured"}
+        else:
+            out[name] = {"tokens": default, "source": "default"}
+    return out
 
 
 def threshold_sweep(rows: Sequence[Row], current: float, criterion: str = "similarity") -> dict[str, Any]:

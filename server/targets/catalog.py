@@ -96,7 +96,7 @@ class ModelInfo(_Strict):
     def upstream_name(self) -> str:
         return self.upstream or self.name
 
-    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+    def cost_usd(self, input_tokens: float, output_tokens: float) -> float:
         return (input_tokens * self.input_price_per_mtok + output_tokens * self.output_price_per_mtok) / 1e6
 
 

@@ -7,10 +7,22 @@ from server.telemetry.core import (
     ATTEMPT_OK,
     CLASSIFYING_APIS,
     OK,
+    PLANNED_APIS,
+    SERVED_APIS,
     SKIPPED,
     RequestRecord,
     Telemetry,
     attempt_failed,
 )
 
-__all__ = ["ATTEMPT_OK", "CLASSIFYING_APIS", "OK", "SKIPPED", "RequestRecord", "Telemetry", "attempt_failed"]
+__all__ = [
+    "ATTEMPT_OK",
+    "CLASSIFYING_APIS",
+    "OK",
+    "PLANNED_APIS",
+    "SERVED_APIS",
+    "SKIPPED",
+    "RequestRecord",
+    "Telemetry",
+    "attempt_failed",
+]

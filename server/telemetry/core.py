@@ -30,6 +30,10 @@ _ERROR_CHARS = 300
 # Every `api` a request record carries (the fronts open records under these names; the offline
 # analysis reads them back): one list, so the two cannot drift apart.
 CLASSIFYING_APIS = ("Classify", "ClassifyBatch", "Route", "Chat", "chat.completions", "console.route")
+# Calls a model answered (what is billed), and calls that only planned a route (Route, the console's
+# Playground): kept apart wherever traffic is counted as served.
+SERVED_APIS = ("Chat", "chat.completions")
+PLANNED_APIS = ("Route", "console.route")
 # How an attempt at a model ended, as the forwarder writes it: "ok", "skipped: <why>" (never sent),
 # or the failure ("timeout", "HTTP 503", ...).
 ATTEMPT_OK = "ok"
@@ -140,6 +144,8 @@ class Telemetry:
         # With several workers, every scrape answers for all of them (server/telemetry/shared_metrics.py).
         self.shared = SharedMetrics(cfg.metrics_dir, self.metrics.registry) if cfg.metrics_dir else None
         self.log = RequestLog(cfg.request_log) if cfg.request_log is not None else None
+        # (router, task) -> (completion tokens, answers): what Evaluate prices a task's answers at
+        self._output_tokens: dict[tuple[str, str], tuple[int, int]] = {}
 
     @contextlib.contextmanager
     def request(self, api: str, started: float | None = None) -> Iterator[RequestRecord]:
@@ -217,6 +223,12 @@ class Telemetry:
             histogram = m.ttft_seconds if record.streamed else m.target_seconds
             histogram.labels(record.model).observe(record.target_ms / 1e3)
         if record.cost_usd is not None and not record.cost_estimated:
+            if record.completion_tokens is not None and record.task:
+                total, count = self._output_tokens.get((record.router, record.task), (0, 0))
+                self._output_tokens[(record.router, record.task)] = (
+                    total + record.completion_tokens,
+                    count + 1,
+                )
             m.tokens.labels(record.model, "prompt").inc(record.prompt_tokens or 0)
             m.tokens.labels(record.model, "completion").inc(record.completion_tokens or 0)
             m.cost_usd.labels(record.router, record.model).inc(record.cost_usd)
@@ -231,6 +243,11 @@ class Telemetry:
 
     def rejected(self, reason: str) -> None:
         self.metrics.rejections.labels(reason).inc()
+
+    def output_tokens(self, router: str, task: str) -> float | None:
+        """Mean completion tokens of the answers this process served for a router's task, if any."""
+        total, count = self._output_tokens.get((router, task), (0, 0))
+        return total / count if count else None
 
     def render_metrics(self) -> bytes:
         return self.shared.render() if self.shared is not None else self.metrics.render()

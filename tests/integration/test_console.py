@@ -198,9 +198,38 @@ def test_evaluate_uploads_a_labelled_file_and_shows_accuracy_and_confusion(
     diagonal = sum(int(c) for c in page.locator("#ev-confusion td.diag").all_inner_texts())
     assert diagonal == round(accuracy * 5 / 100)
     assert "routing saves" in page.inner_text("#ev-base")
+    cost_rows, cost_text = page.locator("#ev-cost tr"), page.inner_text("#ev-cost")
+    assert cost_rows.count() >= 3 and ("(default)" in cost_text or "(measured)" in cost_text)
     assert "The router's threshold 0.20" in page.inner_text("#ev-threshold-text")
     assert page.locator("#ev-threshold-chart svg circle.current").count() == 1
     shot(page, "evaluate")
+
+
+def test_evaluate_prices_answers_at_the_output_tokens_stated_per_task(service: ServerThread) -> None:
+    base = f"http://127.0.0.1:{service.http_port}/console/api/evaluate"
+    rows = [{"text": MATH, "label": "math"}, {"text": POEM, "label": "poem"}]
+
+    def evaluate(output_tokens: dict[str, int]) -> dict:
+        body = {"router": "demo", "baseline": "strong", "rows": rows, "output_tokens": output_tokens}
+        answer = httpx.post(base, json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    short, long = evaluate({"math": 10}), evaluate({"math": 10_000})
+    assert short["output_tokens"]["math"] == {"tokens": 10, "source": "stated"}
+    assert short["output_tokens"]["poem"]["source"] in ("measured", "default")
+    by_task = {r["task"]: r for r in short["cost_by_task"]}
+    longer = {r["task"]: r for r in long["cost_by_task"]}
+    assert longer["math"]["routed_usd"] > by_task["math"]["routed_usd"]  # stated tokens priced
+    assert longer["poem"]["routed_usd"] == by_task["poem"]["routed_usd"]  # other tasks untouched
+    # one cost model: the per-task rows add up to the totals
+    assert abs(sum(r["routed_usd"] for r in short["cost_by_task"]) - short["cost"]["routed_usd"]) < 1e-12
+    assert abs(sum(r["baseline_usd"] for r in short["cost_by_task"]) - short["cost"]["baseline_usd"]) < 1e-12
+    for bad, phrase in (({"nope": 5}, "output_tokens names 'nope'"), ({"math": -1}, "whole numbers")):
+        answer = httpx.post(
+            base, json={"router": "demo", "baseline": "strong", "rows": rows, "output_tokens": bad}
+        )
+        assert answer.status_code == 400 and phrase in answer.json()["message"], answer.text
 
 
 def test_console_api_refuses_bad_input_with_the_reason(service: ServerThread) -> None:

@@ -247,3 +247,42 @@ def test_analyze_turns_the_log_of_this_run_into_a_report(
     assert "saving" in summary and "routed $" in summary
     assert main([str(traffic.log), "--out", str(out), "--catalog", catalog, "--baseline", "nope"]) == 2
     assert "known: backup, cheap" in capsys.readouterr().err
+
+
+def test_analyze_slices_by_api_and_router_and_keeps_planned_apart(
+    traffic: Traffic, service: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, catalog = tmp_path / "report.html", str(service.cfg.routers.catalog)
+    lines = [json.loads(x) for x in traffic.log.read_text().splitlines()]
+    common = ["--out", str(out), "--catalog", catalog, "--baseline", "strong"]
+    assert main([str(traffic.log), *common, "--api", "Classify"]) == 0
+    summary = capsys.readouterr().out
+    assert (
+        f"{sum(x['api'] == 'Classify' for x in lines)} requests" in summary and "models served" not in summary
+    )
+    assert main([str(traffic.log), *common]) == 0
+    summary = capsys.readouterr().out
+    # The Route call chose a model but called none: counted apart from the models that answered.
+    served = {x["model"] for x in lines if x["api"] in ("Chat", "chat.completions") and x["outcome"] == "OK"}
+    assert "planned only (Route, Playground; never called): " in summary
+    assert all(m in summary.split("models served: ")[1].split("\n")[0] for m in served)
+    assert main([str(traffic.log), *common, "--router", "nope"]) == 2
+    assert "no request lines matching" in capsys.readouterr().err
+
+    # The bill: served calls only, at their logged tokens; routed cost equals what the log recorded.
+    assert (
+        main(["cost", str(traffic.log), "--catalog", catalog, "--baseline", "strong", "--router", "demo"])
+        == 0
+    )
+    table = capsys.readouterr().out
+    billed = [
+        x
+        for x in lines
+        if x["api"] in ("Chat", "chat.completions")
+        and x["outcome"] == "OK"
+        and x.get("prompt_tokens") is not None
+    ]
+    total = next(row for row in table.splitlines() if row.startswith("| **total**"))
+    assert f"| {len(billed):,} |" in total and f"${sum(x['cost_usd'] for x in billed):,.2f}" in total
+    assert main(["cost", str(traffic.log), "--catalog", catalog, "--baseline", "strong", "--month"]) == 0
+    assert "requests / month" in capsys.readouterr().out

@@ -31,6 +31,15 @@ export async function evaluateFile() {
   $("#ev-base").textContent = `${usd(result.cost.baseline_usd)}${result.cost.saving !== null ? ` (routing saves ${pct(result.cost.saving)})` : ""}`;
   $("#ev-baseline-tile").firstChild.textContent = `All to ${result.cost.baseline_model}`;
   $("#ev-unknown").textContent = result.unknown_labels.length ? `Labels the router has no task for (always counted wrong): ${result.unknown_labels.join(", ")}` : "";
+  $("#ev-cost").replaceChildren(
+    el("tr", {}, ...["task", "prompts", "routed to", "output tokens", "routed", `all to ${result.cost.baseline_model}`, "saving"].map((h) => el("th", {}, h))),
+    ...result.cost_by_task.map((row) => {
+      const out = result.output_tokens[row.task];
+      return el("tr", {}, el("td", {}, row.task), el("td", {}, String(row.requests)), el("td", {}, row.models.join(", ")),
+        el("td", {}, `${Math.round(out.tokens)} (${out.source})`), el("td", {}, usd(row.routed_usd)), el("td", {}, usd(row.baseline_usd)),
+        el("td", {}, row.saving === null ? "-" : pct(row.saving)));
+    }),
+  );
   drawThreshold(result);
   const table = $("#ev-confusion");
   const peak = Math.max(1, ...result.confusion.flat());
