@@ -120,11 +120,14 @@ class UpstreamRejected(TaskRouterError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     http_id = "upstream_rejected"
 
-    def __init__(self, status: int, body: Any, model: str) -> None:
-        super().__init__(f"model {model!r} rejected the request with HTTP {status}: {body}")
+    def __init__(self, status: int, body: Any, model: str, hint: str = "") -> None:
+        super().__init__(
+            f"model {model!r} rejected the request with HTTP {status}: {body}" + (f"; {hint}" if hint else "")
+        )
         self.http_status = status
         self.body = body
         self.model = model
+        self.hint = hint  # what taskrouter knows of the likely cause (e.g. tool calling not enabled)
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
@@ -208,8 +211,14 @@ def http_error(exc: TaskRouterError | None, shape: str, message: str | None = No
         if isinstance(exc, AlreadyExists):
             status, ident = 400, "invalid_argument"  # what the hosted API answers for a taken name
         return status, {"id": ident, "message": text, "request_id": uuid.uuid4().hex}
-    if isinstance(exc, UpstreamRejected) and isinstance(exc.body, dict) and "error" in exc.body:
-        return status, exc.body  # the model's own error, unchanged
+    if (
+        isinstance(exc, UpstreamRejected)
+        and isinstance(exc.body, dict)
+        and isinstance(exc.body.get("error"), dict)
+    ):
+        if not exc.hint:
+            return status, exc.body  # the model's own error, unchanged
+        return status, {**exc.body, "error": {**exc.body["error"], "taskrouter_hint": exc.hint}}
     error: dict[str, Any] = {"message": text, "type": ident, "code": status}
     if isinstance(exc, TargetUnavailable):
         error["attempts"] = exc.attempts

@@ -3,7 +3,10 @@
 Not a mock of our code: it is the other side of the wire, speaking the protocol a serverless provider
 speaks (`/v1/chat/completions` with and without SSE streaming, `/v1/models`, `/health`). Each model
 name answers by its `mode`: ok, http500, http429, http400, slow (sleeps `slow_s` first), drop (one
-chunk, then the connection breaks), garbage (a stream that ends without [DONE] before any event)."""
+chunk, then the connection breaks), garbage (a stream that ends without [DONE] before any event),
+tools (as vLLM started with --enable-auto-tool-choice: a request with tools gets a call to its first
+tool, finish_reason tool_calls; streamed, the name in the first delta and the arguments in pieces),
+no-tool-parser (as vLLM started without it: a request with tools gets vLLM's 400)."""
 
 from __future__ import annotations
 
@@ -139,11 +142,19 @@ class FakeOpenAI:
                 )
             if mode == "http400":
                 return JSONResponse({"error": {"message": "bad request", "type": "invalid"}}, status_code=400)
+            if mode == "no-tool-parser" and body.get("tools") and body.get("tool_choice", "auto") == "auto":
+                message = (
+                    '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+                )
+                return JSONResponse(
+                    {"object": "error", "message": message, "type": "BadRequestError", "code": 400},
+                    status_code=400,
+                )
             if mode == "slow":
                 await asyncio.sleep(self.slow_s)
             if body.get("stream"):
                 return StreamingResponse(self._events(body, mode), media_type="text/event-stream")
-            return self._completion(body)
+            return self._completion(body, mode)
 
         return app
 
@@ -152,7 +163,30 @@ class FakeOpenAI:
         prompt = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
         return {"prompt_tokens": prompt, "completion_tokens": len(WORDS), "total_tokens": prompt + len(WORDS)}
 
-    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _tool_call(body: dict[str, Any], mode: str) -> dict[str, Any] | None:
+        if mode != "tools" or not body.get("tools") or body.get("tool_choice") == "none":
+            return None
+        name = body["tools"][0]["function"]["name"]
+        return {
+            "id": "call_fake",
+            "type": "function",
+            "function": {"name": name, "arguments": '{"path": "x.py"}'},
+        }
+
+    def _completion(self, body: dict[str, Any], mode: str = "ok") -> dict[str, Any]:
+        call = self._tool_call(body, mode)
+        if call is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            return {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [choice],
+                "usage": self._usage(body),
+            }
         return {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -178,6 +212,27 @@ class FakeOpenAI:
             "created": 0,
             "model": body["model"],
         }
+        call = self._tool_call(body, mode)
+        if call is not None:
+            head = {
+                "index": 0,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            for delta in (
+                {"role": "assistant", "content": None, "tool_calls": [head]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": '{"path": '}}]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": '"x.py"}'}}]},
+            ):
+                chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+            yield f"data: {json.dumps(last)}\n\n".encode()
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield f"data: {json.dumps({**base, 'choices': [], 'usage': self._usage(body)})}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+            return
         for i, word in enumerate(WORDS):
             delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}

@@ -22,13 +22,24 @@ from server.targets.forward import Attempt, ForwardedStream, Forwarder, record_s
 from server.telemetry import RequestRecord
 
 
+def tool_calls_of(answer: dict[str, Any]) -> list[str]:
+    """The names of the tools a non-streamed answer calls, in order."""
+    names = []
+    for choice in answer.get("choices") or []:
+        for call in (choice.get("message") or {}).get("tool_calls") or []:
+            names.append(str((call.get("function") or {}).get("name") or "?"))
+    return names
+
+
 def attribution(
     routed: Routed,
     model: ModelInfo,
     usage: dict[str, Any] | None,
     attempts: Sequence[Attempt],
+    tool_calls: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Who served the request and what it cost, from the upstream's token counts and catalogue prices."""
+    """Who served the request and what it cost, from the upstream's token counts and catalogue prices;
+    the tools the answer called, if any."""
     prompt_tokens = int((usage or {}).get("prompt_tokens") or 0)
     completion_tokens = int((usage or {}).get("completion_tokens") or 0)
     return {
@@ -41,6 +52,7 @@ def attribution(
         "completion_tokens": completion_tokens,
         "cost_usd": round(model.cost_usd(prompt_tokens, completion_tokens), 10),
         "attempts": [asdict(a) for a in attempts],
+        "tool_calls": list(tool_calls),
     }
 
 
@@ -68,6 +80,7 @@ class Streaming:
         self._stream, self._record = stream, record
         self.usage: dict[str, Any] | None = None
         self.finish_reason = ""
+        self.tool_calls: dict[tuple[int, int], str] = {}  # (choice, call index) -> tool name
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """The upstream's events as they come (`model` set to the catalogue name). A stream that breaks
@@ -78,6 +91,11 @@ class Streaming:
                 self.usage = event.get("usage") or self.usage
                 for choice in event.get("choices") or []:
                     self.finish_reason = choice.get("finish_reason") or self.finish_reason
+                    for call in (choice.get("delta") or {}).get("tool_calls") or []:
+                        # the name comes in the call's first delta; later deltas carry its arguments
+                        name = (call.get("function") or {}).get("name")
+                        if name:
+                            self.tool_calls[(choice.get("index", 0), call.get("index", 0))] = name
                 yield event
         except UpstreamError as exc:
             raise TargetUnavailable(
@@ -85,7 +103,8 @@ class Streaming:
             ) from exc
 
     def attribution(self) -> dict[str, Any]:
-        return attribution(self.routed, self.model, self.usage, self.attempts)
+        calls = [self.tool_calls[k] for k in sorted(self.tool_calls)]
+        return attribution(self.routed, self.model, self.usage, self.attempts, calls)
 
     def finish(self) -> dict[str, Any]:
         bill = self.attribution()
@@ -115,7 +134,7 @@ class ChatSessions:
         info, answer, attempts = await self.forwarder.complete(plan.models, plan.skipped, body)
         await self._pin(routed, info.name)
         answer["model"] = info.name
-        bill = attribution(routed, info, answer.get("usage"), attempts)
+        bill = attribution(routed, info, answer.get("usage"), attempts, tool_calls_of(answer))
         record_served(record, info.name, attempts, bill, streamed=False)
         return Completed(info, answer, attempts, bill)
 

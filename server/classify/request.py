@@ -37,6 +37,42 @@ def _text(content: Any, where: str) -> str:
     raise InvalidInput(f"{where}.content must be a string or a list of content parts")
 
 
+_TOOL_CHOICES = ("none", "auto", "required")
+
+
+def check_tool_fields(body: dict[str, Any]) -> None:
+    """`tools`, `tool_choice` and `parallel_tool_calls` as OpenAI defines them; they are passed to the
+    model unchanged (routing reads the conversation, not the tool list: like a system prompt, the tool
+    list is the same on every request of an agent and says nothing about this one)."""
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise InvalidInput("tools must be a list of {type: function, function: {name, ...}}")
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if (
+                not isinstance(function, dict)
+                or tool.get("type") != "function"
+                or not isinstance(function.get("name"), str)
+            ):
+                raise InvalidInput(
+                    f"tools[{i}] must be {{type: function, function: {{name, description, parameters}}}}"
+                )
+    choice = body.get("tool_choice")
+    if choice is not None:
+        named = isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str)
+        if choice not in _TOOL_CHOICES and not named:
+            raise InvalidInput(
+                f"tool_choice must be one of {', '.join(_TOOL_CHOICES)} "
+                "or {type: function, function: {name}}"
+            )
+        if choice != "none" and not tools:
+            raise InvalidInput("tool_choice needs tools")
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise InvalidInput("parallel_tool_calls must be true or false")
+
+
 def json_messages(body: dict[str, Any]) -> list[ChatMessage]:
     """The `messages` of a JSON body (OpenAI's shape: content as a string or a list of parts)."""
     messages = body.get("messages")

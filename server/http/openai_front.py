@@ -21,7 +21,13 @@ from starlette.background import BackgroundTask
 
 from server.chat.route import ROUTER_PREFIX, ChatRequest, Routed
 from server.chat.session import Streaming
-from server.classify.request import check_stream_fields, header_max_cost, json_max_tokens, json_messages
+from server.classify.request import (
+    check_stream_fields,
+    check_tool_fields,
+    header_max_cost,
+    json_max_tokens,
+    json_messages,
+)
 from server.errors import InvalidInput, TargetUnavailable
 from server.http.body import json_body
 from server.runtime import Runtime
@@ -78,6 +84,7 @@ class OpenAIFront:
         model = body.get("model")
         messages = json_messages(body)
         check_stream_fields(body)
+        check_tool_fields(body)
         chat = self.runtime.chat
         asked = ChatRequest(
             model if isinstance(model, str) else "",

@@ -33,6 +33,20 @@ def describe(attempts: Sequence[Attempt]) -> str:
     return ", ".join(f"{a.model} ({a.outcome})" for a in attempts) or "no candidates"
 
 
+# vLLM answers a request with tools 400 unless it was started for tool calling.
+TOOLS_HINT = (
+    "the request carries tools: a vLLM target needs `--enable-auto-tool-choice --tool-call-parser <parser>` "
+    "(the parser matching the model's chat template, e.g. hermes, llama3_json, mistral) to accept them"
+)
+
+
+def rejection_hint(body: dict[str, Any], exc: UpstreamError) -> str:
+    """What taskrouter knows of why a model refused a request, for the caller; "" when nothing."""
+    if body.get("tools") and exc.status == 400 and "tool" in str(exc.body).lower():
+        return TOOLS_HINT
+    return ""
+
+
 class Forwarder:
     def __init__(self, targets: Targets) -> None:
         self.targets = targets
@@ -51,6 +65,7 @@ class Forwarder:
         models: Sequence[str],
         skipped: Sequence[Skip],
         call: Callable[[Endpoint, ModelInfo], Awaitable[T]],
+        body: dict[str, Any],
     ) -> tuple[ModelInfo, Endpoint, T, list[Attempt]]:
         attempts = [Attempt(s.model, None, f"{SKIPPED}: {s.reason}", 0.0) for s in skipped]
         for name in models:
@@ -72,7 +87,9 @@ class Forwarder:
                 attempts.append(Attempt(name, endpoint.base_url, exc.reason, ms))
                 if not exc.retryable:
                     endpoint.breaker.success()  # it answered; the request itself was refused
-                    raise UpstreamRejected(exc.status or 502, exc.body, name) from exc
+                    raise UpstreamRejected(
+                        exc.status or 502, exc.body, name, rejection_hint(body, exc)
+                    ) from exc
                 endpoint.breaker.failure()
                 continue
             except BaseException:
@@ -102,7 +119,7 @@ class Forwarder:
         async def call(endpoint: Endpoint, info: ModelInfo) -> dict[str, Any]:
             return await protocol.complete(client, endpoint, self._body(body, info, False), timeouts)
 
-        info, endpoint, answer, attempts = await self._try_each(models, skipped, call)
+        info, endpoint, answer, attempts = await self._try_each(models, skipped, call, body)
         endpoint.outstanding -= 1
         self.targets.stats.record_latency(info.name, attempts[-1].ms)
         return info, answer, attempts
@@ -117,7 +134,7 @@ class Forwarder:
         async def call(endpoint: Endpoint, info: ModelInfo) -> protocol.Stream:
             return await protocol.open_stream(client, endpoint, self._body(body, info, True), timeouts)
 
-        info, endpoint, upstream, attempts = await self._try_each(models, skipped, call)
+        info, endpoint, upstream, attempts = await self._try_each(models, skipped, call, body)
         self.targets.stats.record_ttft(info.name, attempts[-1].ms)
         return info, ForwardedStream(endpoint, upstream), attempts
 
@@ -165,3 +182,4 @@ def record_served(
         record.completion_tokens = bill["completion_tokens"]
         record.cost_usd = bill["cost_usd"]
         record.cost_estimated = False
+        record.tool_calls = list(bill.get("tool_calls") or [])

@@ -87,6 +87,7 @@ class RequestRecord:
     completion_tokens: int | None = None
     cost_usd: float | None = None
     cost_estimated: bool = False  # Route: priced from token estimates, nothing was called
+    tool_calls: list[str] = field(default_factory=list)  # names of the tools the answer called
     attempts: list[dict[str, Any]] = field(default_factory=list)
     fallback_taken: bool = False
     streamed: bool = False
@@ -122,6 +123,7 @@ class RequestRecord:
             "cost_usd": self.cost_usd,
             "cost_estimated": self.cost_estimated if self.cost_usd is not None else None,
             "attempts": self.attempts or None,
+            "tool_calls": self.tool_calls or None,
             "fallback_taken": self.fallback_taken or None,
             "target_ms": self.target_ms,
             "streamed": self.streamed or None,

@@ -313,3 +313,77 @@ def test_route_skips_models_of_an_unhealthy_pool(service: ServerThread, reset: F
         service.call(service.runtime.targets.check())
     answer = service.stub.Route(pb.RouteRequest(router="demo", prompt=MATH))
     assert list(answer.models) == ["cheap", "strong"]
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a file of the repository.",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}},
+                "required": ["path"],
+            },
+        },
+    }
+]
+
+
+def test_tools_pass_through_and_the_calls_are_attributed(http: httpx.Client, reset: FakeOpenAI) -> None:
+    reset.modes["vendor/cheap-7b"] = "tools"  # a model served with tool calling on, like vLLM's parser
+    body = {
+        "model": "router:demo",
+        "messages": [{"role": "user", "content": MATH}],
+        "tools": TOOLS,
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+    }
+    answer = http.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    sent = reset.bodies[-1]
+    assert (sent["tools"], sent["tool_choice"], sent["parallel_tool_calls"]) == (TOOLS, "auto", False)
+    choice = answer.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"]["name"] == "read_file"
+    assert answer.json()["taskrouter"]["tool_calls"] == ["read_file"]
+
+    # The agent's next turn carries the call and its result: accepted, routed on the conversation.
+    call = choice["message"]["tool_calls"][0]
+    follow_up = {
+        **body,
+        "messages": [
+            *body["messages"],
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "def f(): return 17 * 23"},
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},  # the attribution rides on the usage chunk
+    }
+    events = []
+    with http.stream("POST", "/v1/chat/completions", json=follow_up) as streamed:
+        assert streamed.status_code == 200
+        events = [json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith("data: {")]
+    deltas = [c["delta"] for e in events for c in e.get("choices") or []]
+    assert any(d.get("tool_calls") for d in deltas)
+    assert events[-1]["taskrouter"]["tool_calls"] == ["read_file"]  # from the name in the first delta
+
+
+def test_a_model_without_tool_calling_says_what_vllm_needs(http: httpx.Client, reset: FakeOpenAI) -> None:
+    reset.modes["vendor/cheap-7b"] = "no-tool-parser"  # vLLM started without --enable-auto-tool-choice
+    body = {"model": "router:demo", "messages": [{"role": "user", "content": MATH}], "tools": TOOLS}
+    answer = http.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 400
+    message = answer.json()["error"]["message"]
+    assert "--enable-auto-tool-choice" in message and "--tool-call-parser <parser>" in message
+    for bad, phrase in (
+        ({"tools": {"read_file": {}}}, "tools must be a list"),
+        ({"tools": [{"type": "function"}]}, "tools[0] must be"),
+        ({"tool_choice": "always", "tools": TOOLS}, "tool_choice must be one of none, auto, required"),
+        ({"tool_choice": "auto"}, "tool_choice needs tools"),
+        ({"tools": TOOLS, "parallel_tool_calls": "yes"}, "parallel_tool_calls must be true or false"),
+    ):
+        plain = {k: v for k, v in body.items() if k != "tools"}
+        refused = http.post("/v1/chat/completions", json={**plain, **bad})
+        assert refused.status_code == 400 and phrase in refused.json()["error"]["message"], refused.text
