@@ -178,7 +178,9 @@ class ConsoleApi:
     async def analyze(self, window_s: float = 900, router: str | None = None) -> dict[str, Any]:
         if not 0 < window_s <= MAX_WINDOW_S:
             raise InvalidInput(f"window_s is {window_s:g}; use 1 to {MAX_WINDOW_S} seconds")
-        summary = self.runtime.telemetry.recent.summary(window_s)
+        telemetry = self.runtime.telemetry
+        others = telemetry.shared.others_recent() if telemetry.shared is not None else []
+        summary = telemetry.recent.summary(window_s, router or None, others)  # every panel, every worker
         metrics = self.runtime.telemetry.metrics
         summary["since_start"] = {
             "rejections": sum(
@@ -186,6 +188,5 @@ class ConsoleApi:
             ),
             "stalled": bool(self.runtime.health.stalled),
         }
-        if router:
-            summary["tasks"] = [t for t in summary["tasks"] if t["router"] == router]
+        summary["workers"] = 1 + len(others)
         return summary

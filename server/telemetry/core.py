@@ -144,7 +144,11 @@ class Telemetry:
         self.metrics = Metrics()
         self.recent = RecentTraffic()
         # With several workers, every scrape answers for all of them (server/telemetry/shared_metrics.py).
-        self.shared = SharedMetrics(cfg.metrics_dir, self.metrics.registry) if cfg.metrics_dir else None
+        self.shared = (
+            SharedMetrics(cfg.metrics_dir, self.metrics.registry, self.recent.export)
+            if cfg.metrics_dir
+            else None
+        )
         self.log = RequestLog(cfg.request_log) if cfg.request_log is not None else None
         # (router, task) -> (completion tokens, answers): what Evaluate prices a task's answers at
         self._output_tokens: dict[tuple[str, str], tuple[int, int]] = {}
@@ -207,6 +211,7 @@ class Telemetry:
             record.matched,
             record.model,
             actual_cost,
+            served=record.api not in PLANNED_APIS,
         )
         if self.log is not None:
             self.log.write(record.to_json(seconds * 1e3, self.cfg.log_prompts))

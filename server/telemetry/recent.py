@@ -1,13 +1,15 @@
-"""The last hours of traffic in per-minute buckets, for the console's live analyze view: counts by
-router, task and model, match and fallback counts, cost, and a log-scale latency histogram (bounded
-memory whatever the traffic; percentiles within a bin's width, about 5%)."""
+"""The last hours of traffic in per-minute buckets, for the console's live analyze view: per router,
+counts by task and model (served apart from planned-only), match and fallback counts, cost, and a
+log-scale latency histogram (bounded memory whatever the traffic; percentiles within a bin's width,
+about 5%). Kept per router so that the console's router filter applies to every panel; exported as
+JSON so that with several workers the console merges them all, as /metrics does."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,16 +32,66 @@ def _bin_ms(i: int) -> float:
 
 
 @dataclass
-class Minute:
-    start: int  # unix minute * 60
+class Slice:
+    """One router's traffic in one minute ("" for requests that named no router)."""
+
     requests: int = 0
     errors: int = 0
     classified: int = 0
     matched: int = 0
-    tasks: Counter[tuple[str, str]] = field(default_factory=Counter)
-    models: Counter[str] = field(default_factory=Counter)
-    cost_usd: float = 0.0
+    tasks: Counter[str] = field(default_factory=Counter)
+    served: Counter[str] = field(default_factory=Counter)  # models that answered
+    planned: Counter[str] = field(default_factory=Counter)  # models Route / Playground only chose
+    cost_usd: float = 0.0  # of what was served
     latency: np.ndarray = field(default_factory=lambda: np.zeros(_BINS, dtype=np.int64))
+
+    def merge(self, other: Slice) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.classified += other.classified
+        self.matched += other.matched
+        self.tasks.update(other.tasks)
+        self.served.update(other.served)
+        self.planned.update(other.planned)
+        self.cost_usd += other.cost_usd
+        self.latency += other.latency
+
+    def to_json(self) -> dict[str, Any]:
+        nonzero = np.flatnonzero(self.latency)
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "classified": self.classified,
+            "matched": self.matched,
+            "tasks": dict(self.tasks),
+            "served": dict(self.served),
+            "planned": dict(self.planned),
+            "cost_usd": self.cost_usd,
+            "latency": {int(i): int(self.latency[i]) for i in nonzero},  # sparse: a few bins are used
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Slice:
+        latency = np.zeros(_BINS, dtype=np.int64)
+        for i, n in raw["latency"].items():
+            latency[int(i)] = n
+        return cls(
+            raw["requests"],
+            raw["errors"],
+            raw["classified"],
+            raw["matched"],
+            Counter(raw["tasks"]),
+            Counter(raw["served"]),
+            Counter(raw["planned"]),
+            raw["cost_usd"],
+            latency,
+        )
+
+
+@dataclass
+class Minute:
+    start: int  # unix minute * 60
+    routers: dict[str, Slice] = field(default_factory=dict)
 
 
 class RecentTraffic:
@@ -56,11 +108,13 @@ class RecentTraffic:
         matched: bool | None,
         model: str,
         cost_usd: float | None,
+        served: bool = True,
     ) -> None:
+        """One finished request; `served`: a model answered it (else `model` was only planned)."""
         start = int(self._clock() // 60 * 60)
         if not self._minutes or self._minutes[-1].start != start:
             self._minutes.append(Minute(start))
-        m = self._minutes[-1]
+        m = self._minutes[-1].routers.setdefault(router, Slice())
         m.requests += 1
         if not ok:
             m.errors += 1
@@ -69,40 +123,63 @@ class RecentTraffic:
         if matched is not None:
             m.classified += 1
             m.matched += matched
-            m.tasks[(router, task)] += 1
+            m.tasks[task] += 1
         if model:
-            m.models[model] += 1
-        m.cost_usd += cost_usd or 0.0
+            (m.served if served else m.planned)[model] += 1
+        if served:
+            m.cost_usd += cost_usd or 0.0
 
-    def summary(self, window_s: float) -> dict[str, Any]:
-        """Totals, distributions, latency percentiles and a per-minute series over the last window_s."""
+    def export(self) -> list[dict[str, Any]]:
+        """The minutes as JSON, for the other workers' console (server/telemetry/shared_metrics.py)."""
+        return [
+            {"start": m.start, "routers": {r: s.to_json() for r, s in m.routers.items()}}
+            for m in self._minutes
+        ]
+
+    def summary(
+        self, window_s: float, router: str | None = None, others: Iterable[list[dict[str, Any]]] = ()
+    ) -> dict[str, Any]:
+        """Totals, distributions, latency percentiles and a per-minute series over the last window_s,
+        of one router or all, merged with other workers' `export`s."""
         since = self._clock() - window_s
-        minutes = [m for m in self._minutes if m.start + 60 > since]
-        tasks: Counter[tuple[str, str]] = Counter()
-        models: Counter[str] = Counter()
-        latency = np.zeros(_BINS, dtype=np.int64)
-        for m in minutes:
-            tasks.update(m.tasks)
-            models.update(m.models)
-            latency += m.latency
-        classified = sum(m.classified for m in minutes)
-        matched = sum(m.matched for m in minutes)
+        by_start: dict[int, Slice] = {}
+        task_counts: Counter[tuple[str, str]] = Counter()
+
+        def take(start: int, name: str, part: Slice) -> None:
+            if start + 60 <= since or (router is not None and name != router):
+                return
+            by_start.setdefault(start, Slice()).merge(part)
+            task_counts.update({(name, task): n for task, n in part.tasks.items()})
+
+        for m in self._minutes:
+            for name, part in m.routers.items():
+                take(m.start, name, part)
+        for export in others:
+            for raw in export:
+                for name, part in raw["routers"].items():
+                    take(int(raw["start"]), name, Slice.from_json(part))
+        total = Slice()
+        for part in by_start.values():
+            total.merge(part)
+        classified, matched = total.classified, total.matched
         return {
             "window_s": window_s,
-            "requests": sum(m.requests for m in minutes),
-            "errors": sum(m.errors for m in minutes),
+            "router": router,
+            "requests": total.requests,
+            "errors": total.errors,
             "classified": classified,
             "matched": matched,
             "match_rate": matched / classified if classified else None,
             "fallback_rate": (classified - matched) / classified if classified else None,
-            "tasks": [{"router": r, "task": t, "count": n} for (r, t), n in tasks.most_common()],
-            "models": [{"model": k, "count": n} for k, n in models.most_common()],
-            "latency_ms": {f"p{q}": _quantile(latency, q / 100) for q in (50, 90, 99)},
-            "cost_usd": sum(m.cost_usd for m in minutes),
-            "series": self._series(minutes, window_s),
+            "tasks": [{"router": r, "task": t, "count": n} for (r, t), n in task_counts.most_common()],
+            "models": [{"model": k, "count": n} for k, n in total.served.most_common()],
+            "planned_models": [{"model": k, "count": n} for k, n in total.planned.most_common()],
+            "latency_ms": {f"p{q}": _quantile(total.latency, q / 100) for q in (50, 90, 99)},
+            "cost_usd": total.cost_usd,
+            "series": self._series(by_start, window_s),
         }
 
-    def _series(self, minutes: list[Minute], window_s: float) -> list[dict[str, Any]]:
+    def _series(self, by_start: dict[int, Slice], window_s: float) -> list[dict[str, Any]]:
         """The whole window in at most MAX_POINTS equal slots (whole minutes), quiet ones as zeros, so
         a chart's x axis is time."""
         slot = 60 * max(1, math.ceil(window_s / 60 / MAX_POINTS))
@@ -110,8 +187,8 @@ class RecentTraffic:
         count = max(1, math.ceil(window_s / slot))
         first = end - count * slot
         points = [{"t": first + i * slot, "requests": 0, "classified": 0, "matched": 0} for i in range(count)]
-        for m in minutes:
-            i = (m.start - first) // slot
+        for start, m in by_start.items():
+            i = (start - first) // slot
             if 0 <= i < count:
                 points[i]["requests"] += m.requests
                 points[i]["classified"] += m.classified

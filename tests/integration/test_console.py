@@ -265,6 +265,10 @@ def test_console_api_refuses_bad_input_with_the_reason(service: ServerThread) ->
     assert httpx.post(base + "/route", content=b"{", headers=json_type, timeout=30).status_code == 400
 
 
+def number_of(text: str) -> int:
+    return int(text.strip() or 0)
+
+
 def test_analyze_shows_recent_traffic(page: object, service: ServerThread) -> None:
     for prompt in (MATH, POEM, OFF_TOPIC):
         service.stub.Classify(pb.ClassifyRequest(router="demo", prompt=prompt))
@@ -274,6 +278,11 @@ def test_analyze_shows_recent_traffic(page: object, service: ServerThread) -> No
     tasks = page.inner_text("#an-tasks")
     assert "demo/math" in tasks and "demo/poem" in tasks
     assert page.locator("#an-series svg rect").count() >= 1
+    # The Playground's classifications chose models without calling them: shown apart, in grey.
+    assert "(planned)" in page.inner_text("#an-models")
+    page.select_option("#an-router", "demo")  # the filter narrows every panel, not only the tasks
+    page.wait_for_function("document.querySelector('#an-updated').textContent.includes('updated')")
+    assert number_of(page.inner_text("#an-requests")) >= 3
     shot(page, "analyze")
 
 

@@ -96,6 +96,16 @@ def test_two_workers_share_the_port(server: Spawned) -> None:
         ok = ok_per_worker(server, "support")
         assert set(ok) == {str(pid) for pid in workers} and sum(ok.values()) == 240, ok
 
+    # The console's Analyze merges the workers too (their recent traffic is at most ~5 s old).
+    url = f"http://127.0.0.1:{http_port(server)}/console/api/analyze?window_s=900&router=support"
+    deadline = time.monotonic() + 10
+    while True:
+        summary = httpx.get(url, timeout=10).json()
+        if summary["requests"] == 240 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (summary["requests"], summary["workers"]) == (240, 2), summary
+
 
 def classify_until(stub: pb_grpc.TaskRouterStub, name: str, deadline: float) -> pb.ClassifyResponse:
     """Classify on `name` until the router is there (NOT_FOUND until this worker has loaded it)."""

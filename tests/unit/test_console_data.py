@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from server.console.evaluate import Row, score
@@ -33,6 +35,37 @@ def test_recent_traffic_counts_only_the_window_and_keeps_quiet_minutes_as_zeros(
     assert s["series"][-1]["requests"] == 7 and s["series"][0]["requests"] == 0
     assert recent.summary(7200)["requests"] == 8
     assert len(recent.summary(86400)["series"]) <= 120
+
+
+def test_the_router_filter_applies_to_every_panel_and_planned_models_stay_apart() -> None:
+    clock = FakeClock()
+    clock.now = 1_000_000 * 60.0
+    recent = RecentTraffic(clock=clock)
+    recent.add(True, 10.0, "support", "billing", True, "cheap", 0.5)
+    recent.add(True, 12.0, "support", "billing", True, "strong", None, served=False)  # Route / Playground
+    recent.add(True, 20.0, "coding", "debug", True, "strong", 2.0)
+    s = recent.summary(900, "support")
+    assert (s["requests"], s["classified"], s["cost_usd"]) == (2, 2, 0.5)
+    assert s["models"] == [{"model": "cheap", "count": 1}]
+    assert s["planned_models"] == [{"model": "strong", "count": 1}]
+    assert s["tasks"] == [{"router": "support", "task": "billing", "count": 2}]
+    everything = recent.summary(900)
+    assert everything["requests"] == 3 and everything["cost_usd"] == pytest.approx(2.5)
+    assert {m["model"]: m["count"] for m in everything["models"]} == {"cheap": 1, "strong": 1}
+
+
+def test_other_workers_traffic_merges_into_the_summary() -> None:
+    clock = FakeClock()
+    clock.now = 1_000_000 * 60.0
+    mine, theirs = RecentTraffic(clock=clock), RecentTraffic(clock=clock)
+    mine.add(True, 10.0, "support", "billing", True, "cheap", 0.5)
+    for ms in (1.0, 100.0, 100.0):
+        theirs.add(True, ms, "support", "bug", False, "cheap", 0.25)
+    merged = mine.summary(900, None, [json.loads(json.dumps(theirs.export()))])  # as read from its file
+    assert (merged["requests"], merged["classified"], merged["matched"]) == (4, 4, 1)
+    assert merged["models"] == [{"model": "cheap", "count": 4}] and merged["cost_usd"] == pytest.approx(1.25)
+    assert 100.0 <= merged["latency_ms"]["p90"] <= 105.1
+    assert sum(p["requests"] for p in merged["series"]) == 4
 
 
 def test_evaluation_scores_accuracy_fallback_precision_recall_and_cost() -> None:

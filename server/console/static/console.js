@@ -3,7 +3,7 @@
 
 import { refreshAnalyze } from "./analyze.js";
 import { evaluateFile } from "./evaluate.js";
-import { $, $$, fillRouterSelect, loadCatalog, loadRouters, modelSelect, state, banner } from "./lib.js";
+import { $, $$, el, fillRouterSelect, loadCatalog, loadRouters, modelSelect, state, banner } from "./lib.js";
 import { addMessage, classifyPrompt, sendToModel } from "./playground.js";
 import { addTask, numberTasks, openForm, renderRouterList, saveRouter } from "./routers.js";
 
@@ -30,6 +30,7 @@ async function start() {
   $("#pg-send").addEventListener("click", sendToModel);
   $("#ev-run").addEventListener("click", evaluateFile);
   $("#an-window").addEventListener("change", refreshAnalyze);
+  $("#an-router").addEventListener("change", refreshAnalyze);
   window.addEventListener("hashchange", () => show(location.hash.slice(1) || "routers"));
   addMessage("user");
   show(location.hash.slice(1) || "routers");
@@ -46,6 +47,8 @@ async function init() {
   renderRouterList();
   fillRouterSelect($("#pg-router"));
   fillRouterSelect($("#ev-router"));
+  const analyzed = $("#an-router");
+  analyzed.replaceChildren(el("option", { value: "" }, "all routers"), ...state.routers.map((r) => el("option", { value: r.name }, r.name)));
   const baseline = $("#ev-baseline");
   baseline.replaceChildren(...modelSelect("", { allowEmpty: false }).children);
   const priciest = [...state.catalog].sort((a, b) => b.output_price_per_mtok - a.output_price_per_mtok)[0];
