@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +55,7 @@ async def classify_many(
     conversations: Sequence[Sequence[ChatMessage]],
     received: float | None = None,
     slice_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Classified]:
     """Score many validated conversations, each against its own router. Tokenizing hundreds of prompts
     would stall the event loop, so a worker thread does it. The batcher admits all of them at once
@@ -73,6 +74,8 @@ async def classify_many(
         results += await batcher.submit_many(
             [(p, r.prototypes) for r, p in chunk], [p.n_tokens for _, p in chunk]
         )
+        if progress is not None:
+            progress(len(results))  # an evaluation job's progress bar
     return [
         Classified(r, r.decide(sims), p, info, tokenize_ms, received)
         for r, p, (sims, info) in zip(routers, prompts, results, strict=True)

@@ -6,17 +6,20 @@ labelled file, and the recent-traffic summary."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from models import ChatMessage
-from server.classify.classifier import classify, classify_many, record_classified
+from server.classify.classifier import Classified, classify, classify_many, record_classified
 from server.classify.request import json_messages, lookup_router, validate_messages
 from server.console.evaluate import Row, output_tokens_per_task, score
+from server.console.jobs import Jobs
 from server.errors import InvalidInput
 from server.http.body import json_body
 from server.routing.plan import plan, record_planned, request_tokens
+from server.routing.registry import CompiledRouter
 from server.runtime import Runtime
 from server.targets.cost import Load, project
 
@@ -34,12 +37,16 @@ async def _json(request: Request) -> dict[str, Any]:
 class ConsoleApi:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.jobs = Jobs()
 
     def routes(self) -> APIRouter:
         api = APIRouter(prefix="/console/api")
         api.add_api_route("/catalog", self.catalog, methods=["GET"])
         api.add_api_route("/route", self.route, methods=["POST"])
         api.add_api_route("/evaluate", self.evaluate, methods=["POST"])
+        api.add_api_route("/evaluate/jobs", self.start_evaluation, methods=["POST"])
+        api.add_api_route("/evaluate/jobs/{job_id}", self.evaluation, methods=["GET"])
+        api.add_api_route("/evaluate/jobs/{job_id}", self.cancel_evaluation, methods=["DELETE"])
         api.add_api_route("/analyze", self.analyze, methods=["GET"])
         return api
 
@@ -105,8 +112,26 @@ class ConsoleApi:
         }
 
     async def evaluate(self, request: Request) -> dict[str, Any]:
-        """{router, baseline, rows: [{text, label}]}: classify every row as the router would."""
-        body = await _json(request)
+        """{router, baseline, rows: [{text, label}], output_tokens?}: classify every row as the router
+        would and answer when all are done (scripts); the console runs the same as a job."""
+        run, _total = self._evaluation(await _json(request))
+        return await run(None)
+
+    async def start_evaluation(self, request: Request) -> dict[str, Any]:
+        """The same body; answers at once with the job to poll (bad input is refused here, not later)."""
+        run, total = self._evaluation(await _json(request))
+        return self.jobs.start(total, run).view()
+
+    async def evaluation(self, job_id: str) -> dict[str, Any]:
+        return self.jobs.get(job_id).view()
+
+    async def cancel_evaluation(self, job_id: str) -> dict[str, Any]:
+        return self.jobs.cancel(job_id).view()
+
+    def _evaluation(
+        self, body: dict[str, Any]
+    ) -> tuple[Callable[[Callable[[int], None] | None], Awaitable[dict[str, Any]]], int]:
+        """Check an evaluation request; (the coroutine function that runs it, its row count)."""
         router = lookup_router(self.runtime.registry, str(body.get("router") or ""))
         baseline = body.get("baseline")
         catalog = self.runtime.targets.catalog
@@ -131,17 +156,35 @@ class ConsoleApi:
             texts.append(row["text"])
             labels.append(row["label"])
         runtime = self.runtime
-        conversations = [[ChatMessage("user", t)] for t in texts]
-        results = await classify_many(
-            runtime.engine,
-            runtime.batcher,
-            [router] * len(conversations),
-            conversations,
-            slice_size=runtime.cfg.batching.max_batch_requests,
-        )
         outputs = output_tokens_per_task(
             router, stated, runtime.telemetry.output_tokens, runtime.cfg.targets.default_output_tokens
         )
+
+        async def run(progress: Callable[[int], None] | None) -> dict[str, Any]:
+            conversations = [[ChatMessage("user", t)] for t in texts]
+            results = await classify_many(
+                runtime.engine,
+                runtime.batcher,
+                [router] * len(conversations),
+                conversations,
+                slice_size=runtime.cfg.batching.max_batch_requests,
+                progress=progress,
+            )
+            return self._scored(router, baseline, outputs, conversations, labels, results)
+
+        return run, len(texts)
+
+    def _scored(
+        self,
+        router: CompiledRouter,
+        baseline: str,
+        outputs: dict[str, dict[str, Any]],
+        conversations: list[list[ChatMessage]],
+        labels: list[str],
+        results: list[Classified],
+    ) -> dict[str, Any]:
+        runtime = self.runtime
+        catalog = runtime.targets.catalog
         base = catalog.models[baseline]
         scored, loads = [], []
         for messages, label, c in zip(conversations, labels, results, strict=True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,6 +231,36 @@ def test_evaluate_prices_answers_at_the_output_tokens_stated_per_task(service: S
             base, json={"router": "demo", "baseline": "strong", "rows": rows, "output_tokens": bad}
         )
         assert answer.status_code == 400 and phrase in answer.json()["message"], answer.text
+
+
+def test_evaluate_runs_as_a_job_with_progress_and_can_be_cancelled(service: ServerThread) -> None:
+    base = f"http://127.0.0.1:{service.http_port}/console/api/evaluate"
+    prompts = [MATH, POEM, OFF_TOPIC]
+    rows = [
+        {"text": f"{prompts[i % 3]} ({i})", "label": ["math", "poem", "fallback"][i % 3]} for i in range(1500)
+    ]
+    body = {"router": "demo", "baseline": "strong", "rows": rows}
+    job = httpx.post(base + "/jobs", json=body, timeout=30).json()
+    assert job["state"] == "running" and job["total"] == 1500 and job["result"] is None
+    seen = []
+    while job["state"] == "running":
+        seen.append(job["done"])
+        time.sleep(0.05)
+        job = httpx.get(f"{base}/jobs/{job['id']}", timeout=30).json()
+    assert job["state"] == "done" and job["done"] == 1500, job
+    assert any(0 < d < 1500 for d in seen), seen  # progress moved through the admission-sized slices
+    assert job["result"]["rows"] == 1500 and job["result"]["accuracy"] is not None
+
+    cancelled = httpx.post(base + "/jobs", json=body, timeout=30).json()
+    answer = httpx.delete(f"{base}/jobs/{cancelled['id']}", timeout=30).json()
+    assert answer["state"] == "cancelled"
+    assert httpx.get(f"{base}/jobs/{cancelled['id']}", timeout=30).json()["state"] == "cancelled"
+    # nothing is left behind: the service classifies as before
+    assert service.stub.Classify(pb.ClassifyRequest(router="demo", prompt=MATH)).task == "math"
+    missing = httpx.get(f"{base}/jobs/nope", timeout=30)
+    assert missing.status_code == 404 and "no evaluation job 'nope'" in missing.json()["message"]
+    refused = httpx.post(base + "/jobs", json={**body, "rows": []}, timeout=30)  # refused at once, no job
+    assert refused.status_code == 400 and "non-empty list" in refused.json()["message"]
 
 
 def test_console_api_refuses_bad_input_with_the_reason(service: ServerThread) -> None:

@@ -14,13 +14,35 @@ export async function evaluateFile() {
     try { rows.push(JSON.parse(lines[i])); } catch { status.textContent = `line ${i + 1} is not JSON`; return; }
   }
   status.textContent = `classifying ${rows.length} prompts…`;
-  let result;
+  const progress = $("#ev-progress"), cancel = $("#ev-cancel");
+  let job;
   try {
-    result = await api("/console/api/evaluate", { method: "POST", body: { router: $("#ev-router").value, baseline: $("#ev-baseline").value, rows } });
+    // A job: the server answers at once, classifies behind live traffic, and reports its progress.
+    job = await api("/console/api/evaluate/jobs", { method: "POST", body: { router: $("#ev-router").value, baseline: $("#ev-baseline").value, rows } });
   } catch (error) {
     status.textContent = error.message;
     return;
   }
+  progress.hidden = cancel.hidden = false;
+  cancel.onclick = () => api(`/console/api/evaluate/jobs/${job.id}`, { method: "DELETE" }).catch(() => {});
+  try {
+    while (job.state === "running") {
+      progress.max = job.total;
+      progress.value = job.done;
+      status.textContent = `classified ${job.done} of ${job.total}…`;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      job = await api(`/console/api/evaluate/jobs/${job.id}`);
+    }
+  } catch (error) {
+    job = { state: "failed", error: error.message };
+  } finally {
+    progress.hidden = cancel.hidden = true;
+  }
+  if (job.state !== "done") {
+    status.textContent = job.state === "cancelled" ? "Cancelled." : `Failed: ${job.error}`;
+    return;
+  }
+  const result = job.result;
   status.textContent = "";
   $("#ev-result").hidden = false;
   $("#ev-rows").textContent = String(result.rows);
