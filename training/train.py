@@ -104,6 +104,9 @@ class TrainConfig:
     scale: float = 20.0  # 1 / temperature of the contrastive softmax
     max_len: int = 64  # prompt tokens during training; descriptions and most prompts are shorter
     max_per_task: int = 300  # caps big taxonomies so that small ones are not drowned
+    # Multiply chosen taxonomies' sampling weights: "name=factor,name=factor" (e.g. the LLM-request
+    # sets, closest to a router's real traffic, when a broad mix would drown them). Unknown names fail.
+    set_weights: str = ""
     val_limit: int = 600  # validation rows per taxonomy
     cross_taxonomy_mask: float = 0.7  # mask other-taxonomy candidates this similar to the positive
     seed: int = 0
@@ -223,6 +226,24 @@ class _ValSet:
     descriptions: list[list[int]]
 
 
+def parse_set_weights(spec: str, names: list[str]) -> dict[str, float]:
+    """ "name=factor,..." -> {name: factor}; a name not among the training sets or a factor that is
+    not a positive number is a mistake worth stopping for, not a silent no-op."""
+    factors: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name not in names:
+            raise ValueError(f"set_weights: {item!r} must be NAME=FACTOR with NAME one of {sorted(names)}")
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = -1.0
+        if not factor > 0:
+            raise ValueError(f"set_weights: the factor in {item!r} must be a positive number")
+        factors[name] = factor
+    return factors
+
+
 class _Sampler:
     """Draws batches: taxonomies in proportion to the square root of their size, then prompts."""
 
@@ -248,7 +269,10 @@ class _Sampler:
             ]
             ids = token_rows(tokenizer, [r.messages for r in chosen], cfg.max_len)
             self.rows.append([(i, index[r.label]) for i, r in zip(ids, chosen, strict=True)])
-        sizes = np.array([math.sqrt(len(r)) for r in self.rows])
+        factors = parse_set_weights(cfg.set_weights, [t.name for t in taxonomies])
+        sizes = np.array(
+            [math.sqrt(len(r)) * factors.get(t.name, 1.0) for r, t in zip(self.rows, taxonomies, strict=True)]
+        )
         self.weights = (sizes / sizes.sum()).tolist()
 
     def batch(self) -> tuple[list[list[int]], list[tuple[int, int]], list[list[tuple[int, int]]]]:

@@ -224,7 +224,7 @@ class ConsoleApi:
         telemetry = self.runtime.telemetry
         others = telemetry.shared.others_recent() if telemetry.shared is not None else []
         summary = telemetry.recent.summary(window_s, router or None, others)  # every panel, every worker
-        metrics = self.runtime.telemetry.metrics
+        metrics = telemetry.metrics
         summary["since_start"] = {
             "rejections": sum(
                 s.value for m in metrics.rejections.collect() for s in m.samples if s.name.endswith("_total")

@@ -204,8 +204,7 @@ class RouterState:
         """Workers starting together seed the file once; the file is rewritten at once either way,
         which proves it writable before the server says SERVING."""
         async with self.transaction():
-            self.clear_strays()
-            saved = await asyncio.to_thread(self.load)
+            saved = await asyncio.to_thread(self.load)  # also clears a crash's strays, under the lock
             if saved is None:
                 saved = seeded(seed)
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,7 +20,15 @@ from models.checkpoint import WEIGHTS_FILE, base_state
 from tests.training.tiny import PROMPTS, TASKS, make_checkpoint, make_dataset
 from training.data import load_dataset_dir
 from training.encode import as_user, embed
-from training.train import OPEN_SET_LEVEL, TrainConfig, _open_set_loss, build_model, train
+from training.train import (
+    OPEN_SET_LEVEL,
+    TrainConfig,
+    _open_set_loss,
+    _Sampler,
+    build_model,
+    parse_set_weights,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -392,3 +401,19 @@ def test_training_with_the_open_set_term_learns_its_level_and_resumes(
     assert rest["open_set_level"] == whole["open_set_level"]
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_set_weights_scale_a_taxonomys_share_of_batches(tiny: tuple[Path, Path]) -> None:
+    checkpoint, data = tiny
+    first = load_dataset_dir(data)
+    sets = [first, replace(first, name="twin")]
+    _, tokenizer, _ = load_checkpoint(checkpoint)
+    hard = [[[] for _ in first.tasks] for _ in sets]
+    even = _Sampler(sets, tokenizer, config(checkpoint), random.Random(0), hard)
+    tilted = _Sampler(sets, tokenizer, config(checkpoint, set_weights="twin=3"), random.Random(0), hard)
+    assert even.weights == pytest.approx([0.5, 0.5])
+    assert tilted.weights == pytest.approx([0.25, 0.75])
+    assert parse_set_weights(" a=2, b=0.5 ", ["a", "b"]) == {"a": 2.0, "b": 0.5}
+    for bad in ("c=2", "a", "a=0", "a=-1", "a=x"):
+        with pytest.raises(ValueError, match="set_weights"):
+            parse_set_weights(bad, ["a", "b"])
