@@ -1,7 +1,11 @@
 """What grpc.health.v1 says and why: SERVING only while the lifecycle wants it and the classifier is
 answering. The stall watchdog turns a classifier that stopped answering into an alarm (health
 NOT_SERVING and the stalled gauge at 1) until a batch completes again: without it a hung model thread
-looks like a quiet service, and a broken one like a fast one."""
+looks like a quiet service, and a broken one like a fast one.
+
+The router store has its own service name, `taskrouter.v1.RouterStore`: NOT_SERVING while Redis cannot
+be reached. The server itself stays SERVING on the last good set (a probe on "" must not pull a replica
+that still classifies); alerts probe this name, or `taskrouter_router_store_up`."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from server.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "taskrouter.v1.TaskRouter"
+STORE_SERVICE_NAME = "taskrouter.v1.RouterStore"
 
 
 class Health:
@@ -30,6 +35,8 @@ class Health:
         self.stalled = False
         self._serving = False  # what the lifecycle wants; SERVING also needs the classifier not stalled
         self._watchdog: asyncio.Task[None] | None = None
+        self.store_up = True  # only a Redis store can be unreachable
+        self._store_publish: asyncio.Task[None] | None = None
 
     async def set_serving(self, serving: bool) -> None:
         self._serving = serving
@@ -40,6 +47,26 @@ class Health:
         status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
             await self.servicer.set(name, status)
+        await self._publish_store()
+
+    async def _publish_store(self) -> None:
+        up = self._serving and self.store_up
+        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.servicer.set(STORE_SERVICE_NAME, status)
+
+    def set_store_up(self, up: bool) -> None:
+        """The router store's reachability, from the store's own calls (sync: it reports from inside
+        its operations; the health servicer is told on the event loop, when one runs)."""
+        changed = up != self.store_up
+        self.store_up = up
+        self.telemetry.metrics.router_store_up.set(int(up))
+        if not changed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # before the loop: _publish tells the servicer at SERVING
+            return
+        self._store_publish = loop.create_task(self._publish_store(), name="health-store")
 
     def watch(self, batcher: Batcher[Any, Any]) -> None:
         self._watchdog = asyncio.create_task(self._watch(batcher), name="watchdog")

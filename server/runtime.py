@@ -125,7 +125,7 @@ class Runtime:
                 spec.threshold,
             )
 
-        store = make_router_store(self.cfg.routers, catalog, self.telemetry.metrics.router_store_up.set)
+        store = make_router_store(self.cfg.routers, catalog, self.health.set_store_up)
         registry = RouterRegistry(compile_router, catalog, engine.config)
         await registry.open(specs, store)  # a store, once written, is what the routers are
         if store is not None:  # other processes change it too: this server's workers, other replicas

@@ -230,6 +230,7 @@ class ConsoleApi:
                 s.value for m in metrics.rejections.collect() for s in m.samples if s.name.endswith("_total")
             ),
             "stalled": bool(self.runtime.health.stalled),
+            "router_store_up": self.runtime.health.store_up,
         }
         summary["workers"] = 1 + len(others)
         return summary

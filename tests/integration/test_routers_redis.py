@@ -16,6 +16,7 @@ import grpc
 import httpx
 import pytest
 import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskrouter.v1 import taskrouter_pb2 as pb
@@ -100,6 +101,12 @@ class Replica:
                     return sample.value
         raise AssertionError("no taskrouter_router_store_up in /metrics")
 
+    def health(self, service: str) -> str:
+        answer = health_pb2_grpc.HealthStub(self.channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=10
+        )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
     def close(self) -> None:
         self.channel.close()
         self.spawned.proc.terminate()
@@ -168,6 +175,7 @@ def test_without_redis_both_keep_serving_and_changes_fail_clearly_then_converge(
     redis_server: RedisServer, replicas: tuple[Replica, Replica]
 ) -> None:
     a, b = replicas
+    assert a.health("taskrouter.v1.RouterStore") == "SERVING"
     redis_server.stop()  # no persistence: what it held is gone
     assert a.classify("shared") == b.classify("shared") == "vpn"  # the last good set serves
     with pytest.raises(grpc.RpcError) as info:
@@ -175,10 +183,14 @@ def test_without_redis_both_keep_serving_and_changes_fail_clearly_then_converge(
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "Redis at" in info.value.details() and "nothing was changed" in info.value.details()
     assert eventually(lambda: a.store_up() == 0 and b.store_up() == 0, timeout=10)
+    # Health says it under the store's own name; the server stays SERVING (it still classifies).
+    assert a.health("taskrouter.v1.RouterStore") == b.health("taskrouter.v1.RouterStore") == "NOT_SERVING"
+    assert a.health("") == b.health("taskrouter.v1.TaskRouter") == "SERVING"
     assert b.classify("support", "where is my refund") and "while-down" not in a.names() | b.names()
 
     redis_server.start()  # back, and empty
     assert eventually(lambda: a.store_up() == 1 and b.store_up() == 1, timeout=10)
+    assert eventually(lambda: a.health("taskrouter.v1.RouterStore") == "SERVING", timeout=5)
     # The replicas stored their last good set again: both serve it, and Redis holds it.
     assert eventually(lambda: a.names() == b.names() == {"support", "coding-agent", "shared"}, timeout=5)
     stored = redis.Redis(port=redis_server.port).get("taskrouter:routers:doc")
