@@ -32,7 +32,7 @@ def plain() -> tuple[TaskClassifier, object, dict]:
 
 def test_shipped_checkpoint_loads_with_metadata(shipped: tuple[TaskClassifier, object, dict]) -> None:
     model, tokenizer, metadata = shipped
-    assert model.dim == 384 and metadata["name"] == "minilm-moe-general" and model.moe_layers
+    assert model.dim == 384 and metadata["name"] == "minilm-moe-broad" and model.moe_layers
     batch = tokenizer(["reset my password", "fix this stack trace"], padding=True, return_tensors="pt")
     with torch.inference_mode():
         emb = model.encode_prompts(batch["input_ids"], batch["attention_mask"])
