@@ -27,6 +27,10 @@ SERVICE_NAME = "taskrouter.v1.TaskRouter"
 STORE_SERVICE_NAME = "taskrouter.v1.RouterStore"
 
 
+def _status(up: bool) -> int:
+    return health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 class Health:
     def __init__(self, cfg: TelemetrySection, telemetry: Telemetry) -> None:
         self.cfg = cfg
@@ -43,16 +47,13 @@ class Health:
         await self._publish()
 
     async def _publish(self) -> None:
-        up = self._serving and not self.stalled
-        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = _status(self._serving and not self.stalled)
         for name in ("", SERVICE_NAME):
             await self.servicer.set(name, status)
         await self._publish_store()
 
     async def _publish_store(self) -> None:
-        up = self._serving and self.store_up
-        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
-        await self.servicer.set(STORE_SERVICE_NAME, status)
+        await self.servicer.set(STORE_SERVICE_NAME, _status(self._serving and self.store_up))
 
     def set_store_up(self, up: bool) -> None:
         """The router store's reachability, from the store's own calls (sync: it reports from inside

@@ -258,6 +258,7 @@ class _Sampler:
         self.rng = rng
         self.cfg = cfg
         self.hard = hard
+        factors = parse_set_weights(cfg.set_weights, [t.name for t in taxonomies])  # before the tokenising
         self.rows: list[list[tuple[list[int], int]]] = []
         for taxonomy in taxonomies:
             index = {name: i for i, name in enumerate(taxonomy.task_names)}
@@ -269,7 +270,6 @@ class _Sampler:
             ]
             ids = token_rows(tokenizer, [r.messages for r in chosen], cfg.max_len)
             self.rows.append([(i, index[r.label]) for i, r in zip(ids, chosen, strict=True)])
-        factors = parse_set_weights(cfg.set_weights, [t.name for t in taxonomies])
         sizes = np.array(
             [math.sqrt(len(r)) * factors.get(t.name, 1.0) for r, t in zip(self.rows, taxonomies, strict=True)]
         )
