@@ -101,10 +101,10 @@ def test_response_reports_every_task_sorted_with_consistent_probabilities(
 
 
 def batch_tolerance(served: ServerThread) -> float:
-    # Padding in a batch changes float rounding a little. With int8 MatMuls (the CPU default) a
-    # little more: dynamic quantisation scales activations per batch, so batch mates move a score
-    # (by 0.041 at most seen here; tests/unit/test_backends.py bounds int8 against torch).
-    return 0.06 if served.runtime.engine.backend == "onnx-int8" else 1e-3
+    # Padding in a batch changes float rounding a little. With int8 MatMuls (the CPU default) that
+    # rounding can now and then tip an activation across a quantisation step; activations are scaled
+    # per token (models/onnx_export.py), so batch mates move nothing else (largest move seen < 1e-4).
+    return 2e-3 if served.runtime.engine.backend == "onnx-int8" else 1e-3
 
 
 def too_close(alone: pb.ClassifyResponse, tolerance: float) -> bool:

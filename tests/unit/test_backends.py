@@ -26,6 +26,9 @@ INT8_SCORE_TOLERANCE = 0.08
 # On 300 real prompts, int8 accuracy stays within this many points of torch (the full evaluation in
 # loadtests/README.md is within 0.5 points on every shared set).
 INT8_ACCURACY_POINTS = 1.5
+# How far a row's int8 scores may move with its batch mates: float rounding of the padded attention,
+# which can tip a value across a rounding step now and then (the largest seen was under 1e-4).
+BATCH_MATES_TOLERANCE = 2e-3
 
 
 class _Records(logging.Handler):
@@ -92,12 +95,11 @@ def test_onnx_int8_scores_stay_within_tolerance(engines: dict[str, Engine]) -> N
 
 
 def test_onnx_handles_any_batch_and_length(engines: dict[str, Engine]) -> None:
-    """The export traced one shape; a padded batch of mixed lengths must give each row's lone answer.
-
-    Exactly in fp32. In int8 only within the score tolerance: dynamic quantisation picks one
-    activation scale per tensor, so a row's rounding depends a little on its batch mates."""
+    """The export traced one shape; a padded batch of mixed lengths must give each row's lone answer,
+    in int8 too: activations are quantised per token, so batch mates cannot change a row's rounding
+    (with onnxruntime's per-tensor scales they moved a score by up to 0.099)."""
     texts = ["hi", "book me a flight to Paris next Tuesday morning please " * 12, "my code crashes"]
-    for backend, tolerance in (("onnx", 1e-4), ("onnx-int8", INT8_SCORE_TOLERANCE)):
+    for backend, tolerance in (("onnx", 1e-4), ("onnx-int8", BATCH_MATES_TOLERANCE)):
         engine = engines[backend]
         proto = engine.task_prototypes([TaskText("book a flight"), TaskText("fix my code")])
         inputs = [engine.prepare([ChatMessage("user", t)]) for t in texts]
