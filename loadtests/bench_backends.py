@@ -3,6 +3,7 @@ prompt length, and closed-set accuracy on the shared labelled sets, each fast pa
 
     python -m loadtests.bench_backends                         # all backends, 1000 test rows per set
     python -m loadtests.bench_backends --backends torch onnx-int8 --rows 300 --sets snips hwu64
+    python -m loadtests.bench_backends --backends torch onnx-int8 --int8-per-tensor   # + the stock recipe
 
 No server: this is what the engine's worker thread does per batch, the backends timed in turn call by
 call (fair ratios on a noisy machine). Not a test (it takes minutes); the numbers go in loadtests/README.md.
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from models import ChatMessage, PromptInput
+from models.onnx_export import MODEL_FILE, OnnxEncoder, export_onnx
 from server.classify.engine import Engine, TaskText
 from server.config import ModelSection
 from training.data import FALLBACK, load_taxonomies
@@ -68,6 +71,21 @@ def accuracy(engine: Engine, sets: list[str], rows: int) -> dict[str, np.ndarray
     return scores
 
 
+def batch_mates(engine: Engine, sets: list[str], rows: int) -> float:
+    """The largest |score alone - score in a batch of 32| over the first `rows` test rows of each set."""
+    worst = 0.0
+    for taxonomy in load_taxonomies(sets):
+        test = taxonomy.rows("test", with_fallback=False)[:rows]
+        proto = engine.task_prototypes([TaskText(t.description) for t in taxonomy.tasks])
+        prompts = [engine.prepare(list(e.messages)) for e in test]
+        for start in range(0, len(prompts), 32):
+            chunk = prompts[start : start + 32]
+            together = engine.score(chunk, [proto] * len(chunk))
+            for prompt, batched in zip(chunk, together, strict=True):
+                worst = max(worst, float(np.abs(engine.score([prompt], [proto])[0] - batched).max()))
+    return worst
+
+
 def labels(sets: list[str], rows: int) -> dict[str, np.ndarray]:
     out = {}
     for taxonomy in load_taxonomies(sets):
@@ -90,6 +108,12 @@ def main() -> None:
         help="let ONNX Runtime threads spin (the server's default); off here because spinning pools "
         "of the backends timed in turn would steal each other's cores",
     )
+    parser.add_argument(
+        "--int8-per-tensor",
+        action="store_true",
+        help="also run onnxruntime's stock per-tensor activation scales (`onnx-int8-per-tensor`), the recipe "
+        "the export replaced, and print how far batch mates move each int8 variant's scores",
+    )
     args = parser.parse_args()
 
     shapes = [(1, 16), (1, 32), (1, 64), (1, 128), (8, 32), (32, 32)]
@@ -100,6 +124,15 @@ def main() -> None:
             ModelSection(backend=backend, checkpoint=args.checkpoint, threads=args.threads, spin=args.spin)
         )
         engines[backend].warmup()
+    if args.int8_per_tensor:
+        section = ModelSection(backend="onnx-int8", checkpoint=args.checkpoint, threads=args.threads)
+        engine = Engine.load(section)
+        path = Path(tempfile.mkdtemp(prefix="bench-int8-")) / MODEL_FILE
+        export_onnx(engine.model, path, "int8", per_token=False)
+        engine.onnx = OnnxEncoder(path, threads=args.threads, spin=args.spin)
+        engine.warmup()
+        engines["onnx-int8-per-tensor"] = engine
+        args.backends.append("onnx-int8-per-tensor")
     lat = latency(engines, shapes, args.repeats)
     scores = {b: accuracy(e, args.sets, args.rows) for b, e in engines.items()} if args.rows else {}
 
@@ -128,6 +161,11 @@ def main() -> None:
             agree = float((s.argmax(1) == ref.argmax(1)).mean())
             parts.append(f"{backend} {acc:.4f} (agree {agree:.3f}, max diff {np.abs(s - ref).max():.3f})")
         print(f"{name:>14} n={len(truth[name])}: " + "  ".join(parts))
+    int8 = [b for b in args.backends if b.startswith("onnx-int8")]
+    if int8:
+        print("\nlargest score move between a prompt alone and in its batch of 32 (first 200 rows per set)")
+        for backend in int8:
+            print(f"{backend:>22}: {batch_mates(engines[backend], args.sets, min(args.rows, 200)):.4f}")
 
 
 if __name__ == "__main__":

@@ -85,8 +85,10 @@ def weights_key(classifier: TaskClassifier, precision: Precision) -> str:
     return digest.hexdigest()[:24]
 
 
-def export_onnx(classifier: TaskClassifier, path: Path, precision: Precision) -> None:
-    """Write the encoder as ONNX to `path` (fp32, or with int8 MatMul weights)."""
+def export_onnx(classifier: TaskClassifier, path: Path, precision: Precision, per_token: bool = True) -> None:
+    """Write the encoder as ONNX to `path` (fp32, or with int8 MatMul weights). `per_token=False` keeps
+    onnxruntime's per-tensor activation scales (batch-dependent; only loadtests/bench_backends.py's
+    comparison uses it)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = _EncoderGraph(classifier).eval().to(device="cpu", dtype=torch.float32)
@@ -124,7 +126,8 @@ def export_onnx(classifier: TaskClassifier, path: Path, precision: Precision) ->
                 # Tensors the quantiser's shape inference cannot type are float activations here.
                 extra_options={"DefaultTensorType": 1},
             )
-        _per_token_activations(path)
+        if per_token:
+            _per_token_activations(path)
         fp32.unlink()
 
 
