@@ -168,8 +168,9 @@ def _per_token_activations(path: Path) -> None:
     The quantiser's scale output becomes the constant 1/127, which its dequantising Mul (a_scale x
     w_scale) already takes as a scalar, and that Mul's output is multiplied by r. Standard ONNX ops
     only: emitting ORT's MatMulIntegerToFloat contrib op instead measured level.
-    Cost (loadtests/README.md): 6-12% more encoder time than per-tensor on a 2-core AVX2 CPU, for
-    scores that no longer depend on the batch and sit closer to torch's.
+    Cost (loadtests/README.md): 6-12% more encoder time than per-tensor on a 2-core AVX2 CPU (about
+    15% of a lone request's p50 through the server: ~200 more small ops, each paying ORT's dispatch),
+    for scores that no longer depend on the batch and sit closer to torch's.
     """
     import onnx
     from onnx import helper, numpy_helper
