@@ -71,18 +71,16 @@ def accuracy(engine: Engine, sets: list[str], rows: int) -> dict[str, np.ndarray
     return scores
 
 
-def batch_mates(engine: Engine, sets: list[str], rows: int) -> float:
-    """The largest |score alone - score in a batch of 32| over the first `rows` test rows of each set."""
+def batch_mates(engine: Engine, sets: list[str], rows: int, batched: dict[str, np.ndarray]) -> float:
+    """The largest |score alone - score in its batch of 32| over the first `rows` test rows of each set;
+    `batched` is `accuracy`'s score matrices (scored in batches of 32), so only the lone calls run here."""
     worst = 0.0
     for taxonomy in load_taxonomies(sets):
         test = taxonomy.rows("test", with_fallback=False)[:rows]
         proto = engine.task_prototypes([TaskText(t.description) for t in taxonomy.tasks])
-        prompts = [engine.prepare(list(e.messages)) for e in test]
-        for start in range(0, len(prompts), 32):
-            chunk = prompts[start : start + 32]
-            together = engine.score(chunk, [proto] * len(chunk))
-            for prompt, batched in zip(chunk, together, strict=True):
-                worst = max(worst, float(np.abs(engine.score([prompt], [proto])[0] - batched).max()))
+        for example, together in zip(test, batched[taxonomy.name], strict=False):
+            alone = engine.score([engine.prepare(list(example.messages))], [proto])[0]
+            worst = max(worst, float(np.abs(alone - together).max()))
     return worst
 
 
@@ -165,7 +163,8 @@ def main() -> None:
     if int8:
         print("\nlargest score move between a prompt alone and in its batch of 32 (first 200 rows per set)")
         for backend in int8:
-            print(f"{backend:>22}: {batch_mates(engines[backend], args.sets, min(args.rows, 200)):.4f}")
+            move = batch_mates(engines[backend], args.sets, min(args.rows, 200), scores[backend])
+            print(f"{backend:>22}: {move:.4f}")
 
 
 if __name__ == "__main__":

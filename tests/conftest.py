@@ -24,6 +24,10 @@ from taskrouter.v1 import taskrouter_pb2_grpc as pb_grpc
 from tests.fake_openai import KEY_ENV, FakeOpenAI, write_demo_config
 
 DATA = Path(__file__).resolve().parent / "data"
+# How far a prompt's int8 scores may move with its batch mates: activations are quantised per token
+# (models/onnx_export.py), so only float rounding of the padded attention is left, which can tip a value
+# across a quantisation step now and then (the largest move seen was under 1e-4).
+INT8_BATCH_MATES_TOLERANCE = 2e-3
 ROOT = DATA.parents[1]
 
 

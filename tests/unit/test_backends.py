@@ -17,7 +17,7 @@ from server.classify.engine import Engine, TaskText, length_groups, pick_backend
 from server.config import ModelSection
 from server.routing.spec import load_router_dir
 from server.targets import load_catalog
-from tests.conftest import DATA
+from tests.conftest import DATA, INT8_BATCH_MATES_TOLERANCE
 from training.data import SHARED_DATA, load_taxonomies
 
 # int8 MatMuls move a cosine similarity by about 0.01 on average; the largest move seen over 4700
@@ -26,9 +26,6 @@ INT8_SCORE_TOLERANCE = 0.08
 # On 300 real prompts, int8 accuracy stays within this many points of torch (the full evaluation in
 # loadtests/README.md moves it by -0.8 to +1.2 points per shared set: borderline flips, either way).
 INT8_ACCURACY_POINTS = 1.5
-# How far a row's int8 scores may move with its batch mates: float rounding of the padded attention,
-# which can tip a value across a rounding step now and then (the largest seen was under 1e-4).
-BATCH_MATES_TOLERANCE = 2e-3
 
 
 class _Records(logging.Handler):
@@ -99,7 +96,7 @@ def test_onnx_handles_any_batch_and_length(engines: dict[str, Engine]) -> None:
     in int8 too: activations are quantised per token, so batch mates cannot change a row's rounding
     (with onnxruntime's per-tensor scales they moved a score by up to 0.099)."""
     texts = ["hi", "book me a flight to Paris next Tuesday morning please " * 12, "my code crashes"]
-    for backend, tolerance in (("onnx", 1e-4), ("onnx-int8", BATCH_MATES_TOLERANCE)):
+    for backend, tolerance in (("onnx", 1e-4), ("onnx-int8", INT8_BATCH_MATES_TOLERANCE)):
         engine = engines[backend]
         proto = engine.task_prototypes([TaskText("book a flight"), TaskText("fix my code")])
         inputs = [engine.prepare([ChatMessage("user", t)]) for t in texts]
