@@ -8,6 +8,7 @@ from models.checkpoint import DEFAULT_CHECKPOINT, PLAIN_CHECKPOINT, load_checkpo
 from models.classifier import TaskClassifier, match_probabilities
 from models.config import ClassifierConfig
 from models.prompt import ALLOWED_ROLES, ChatMessage, PromptInput, build_prompt, pad_batch
+from models.tasks import TaskVectors
 
 __all__ = [
     "ALLOWED_ROLES",
@@ -17,6 +18,7 @@ __all__ = [
     "ClassifierConfig",
     "PromptInput",
     "TaskClassifier",
+    "TaskVectors",
     "build_prompt",
     "load_checkpoint",
     "match_probabilities",

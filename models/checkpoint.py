@@ -5,6 +5,8 @@
     weights.safetensors  optional: only the tensors that differ from the base encoder's weights
     task_head.json       optional: the descriptions a retrained checkpoint learned task vectors for
                          (the vectors are the `task_head` tensor of weights.safetensors, one row each)
+                         and may keep labelled prompts for: `task_examples` [E, D] (float16) with
+                         `task_example_owner` [E] (the row of task_head.json each belongs to)
 
 Storing only the difference keeps a fine-tuned checkpoint small enough for git, while the base
 weights come from a package (or path) named in config.json. A changed pretrained tensor may be
@@ -36,6 +38,8 @@ METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "weights.safetensors"
 TASK_HEAD_FILE = "task_head.json"
 TASK_HEAD = "task_head"  # the tensor [T, D] in weights.safetensors (and training's parameter name)
+TASK_EXAMPLES = "task_examples"
+TASK_EXAMPLE_OWNER = "task_example_owner"
 DELTA = ".delta"
 
 
@@ -59,6 +63,7 @@ def load_checkpoint(
     if weights.is_file():
         state = load_file(str(weights))
         head = state.pop(TASK_HEAD, None)
+        learned, owner = state.pop(TASK_EXAMPLES, None), state.pop(TASK_EXAMPLE_OWNER, None)
         if head is not None:
             descriptions = json.loads((directory / TASK_HEAD_FILE).read_text())
             if len(descriptions) != len(head):
@@ -67,6 +72,13 @@ def load_checkpoint(
                 )
             vectors = torch.nn.functional.normalize(head.float(), dim=-1)
             model.learned_tasks = dict(zip(descriptions, vectors, strict=True))
+            if learned is not None and owner is not None:
+                if len(owner) != len(learned) or (len(owner) and int(owner.max()) >= len(descriptions)):
+                    raise ValueError(f"{directory}: {TASK_EXAMPLE_OWNER} does not index task_head.json")
+                rows = torch.nn.functional.normalize(learned.float(), dim=-1)
+                model.learned_examples = {
+                    text: rows[owner == i] for i, text in enumerate(descriptions) if bool((owner == i).any())
+                }
         current = model.state_dict()
         for key in [k for k in state if k.endswith(DELTA)]:
             name = key.removesuffix(DELTA)
@@ -109,6 +121,16 @@ def save_checkpoint(
     if model.learned_tasks:  # a retrained taxonomy's head: one row per description, in order
         state[TASK_HEAD] = torch.stack(list(model.learned_tasks.values())).cpu().contiguous()
         (directory / TASK_HEAD_FILE).write_text(json.dumps(list(model.learned_tasks), indent=1) + "\n")
+        kept = [
+            (i, model.learned_examples[t])
+            for i, t in enumerate(model.learned_tasks)
+            if t in model.learned_examples
+        ]
+        if kept:  # half precision: cosine scores move by ~1e-3 at most, the file halves
+            state[TASK_EXAMPLES] = torch.cat([e for _, e in kept]).to(torch.float16).cpu().contiguous()
+            state[TASK_EXAMPLE_OWNER] = torch.cat(
+                [torch.full((len(e),), i, dtype=torch.int32) for i, e in kept]
+            ).contiguous()
     elif (directory / TASK_HEAD_FILE).exists():
         (directory / TASK_HEAD_FILE).unlink()
     if base_state is not None:

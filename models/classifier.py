@@ -9,6 +9,8 @@ new taxonomy needs no new weights. The mixture-of-experts classifier keeps this 
 A checkpoint retrained on one taxonomy may also carry *learned task vectors* (a classification head
 over the prototypes, `learned_tasks`): for a task whose description is exactly one it was trained
 on, the learned vector stands in for the description's embedding; any other task reads as usual.
+It may also keep that taxonomy's labelled prompts (`learned_examples`), which then score a task
+together with its prototype (models/tasks.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from models.config import ClassifierConfig
 from models.encoder import SentenceEncoder
 from models.moe import MoEFeedForward, upcycle
 from models.nomatch import mix_prototypes
+from models.tasks import TaskVectors
 
 
 class TaskClassifier(nn.Module):
@@ -37,6 +40,9 @@ class TaskClassifier(nn.Module):
         # Description text -> unit vector [D] learned for it (a retrained taxonomy's head); see
         # `describe`. Empty for general checkpoints.
         self.learned_tasks: dict[str, torch.Tensor] = {}
+        # Description text -> unit-norm embeddings [n, D] of the labelled prompts a retrained
+        # checkpoint kept for it (scored by their nearest one, models/tasks.py). Empty otherwise.
+        self.learned_examples: dict[str, torch.Tensor] = {}
         self.moe_layers: list[MoEFeedForward] = []
         if config.moe_layers:
             self.moe_layers = upcycle(
@@ -150,6 +156,17 @@ class TaskClassifier(nn.Module):
         like real prompts, which a description does not, so they pull the prototype towards them.
         """
         return mix_prototypes(descriptions, examples, self.config.description_weight)
+
+    def task_vectors(
+        self, texts: Sequence[str], descriptions: torch.Tensor, examples: list[torch.Tensor | None]
+    ) -> TaskVectors:
+        """What prompts are scored against for tasks with these description texts: the prototypes,
+        plus the learned examples of the descriptions this checkpoint kept some for."""
+        prototypes = self.task_prototypes(descriptions, examples)
+        if not self.learned_examples:
+            return TaskVectors(prototypes)
+        learned = [self.learned_examples.get(t) for t in texts]
+        return TaskVectors.build(prototypes, learned, self.config.nearest_example_weight)
 
     @staticmethod
     def similarity(prompts: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,11 @@ class ClassifierConfig:
     # Weight of the description against the mean of the task's examples in the task prototype;
     # examples look like prompts, so they carry most of the weight when a task has them.
     description_weight: float = 0.25
+    # Share of a task's score that comes from its nearest *learned example* (models/tasks.py), for
+    # the tasks of a checkpoint retrained on one taxonomy that keeps its labelled prompts; other
+    # tasks and checkpoints score the prototype alone. 0.5 was chosen on the val splits of two
+    # retrained sets (training/README.md).
+    nearest_example_weight: float = 0.5
     # Encoder layers whose feed-forward block becomes a mixture of low-rank experts (see moe.py);
     # empty = the plain encoder. Negative indices count from the top.
     moe_layers: tuple[int, ...] = ()
@@ -63,6 +68,8 @@ class ClassifierConfig:
             raise ValueError(f"criterion={self.criterion!r}; allowed: calibrated, similarity")
         if not 0.0 <= self.description_weight <= 1.0:
             raise ValueError(f"description_weight={self.description_weight} must be in [0, 1]")
+        if not 0.0 <= self.nearest_example_weight <= 1.0:
+            raise ValueError(f"nearest_example_weight={self.nearest_example_weight} must be in [0, 1]")
 
     def default_threshold(self, criterion: str, examples: bool = False) -> float:
         """The checkpoint's threshold for `criterion`, for a router with task examples or without."""

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.tasks import TaskVectors
+
 BACKGROUND_FILE = Path(__file__).resolve().parent / "calibration" / "background_prompts.txt"
 SIMILARITY = "similarity"
 CALIBRATED = "calibrated"
@@ -74,9 +76,13 @@ class Calibration:
         return self.mean + threshold * self.std
 
 
-def calibrate(prototypes: np.ndarray, background: np.ndarray) -> Calibration:
-    """Background statistics for prototypes [T, D] from background embeddings [B, D]."""
-    best = (background.astype(np.float32) @ prototypes.astype(np.float32).T).max(axis=1)
+def calibrate(prototypes: np.ndarray | TaskVectors, background: np.ndarray) -> Calibration:
+    """Background statistics for prototypes [T, D] (or a router's TaskVectors, scored the way its
+    prompts are) from background embeddings [B, D]."""
+    if isinstance(prototypes, TaskVectors):
+        best = prototypes.similarity_np(background).max(axis=1)
+    else:
+        best = (background.astype(np.float32) @ prototypes.astype(np.float32).T).max(axis=1)
     return Calibration(float(best.mean()), max(float(best.std()), _MIN_STD))
 
 
@@ -133,6 +139,7 @@ def fit_threshold(
     default: float,
     description_weight: float,
     fixed: float | None = None,
+    learned: TaskVectors | None = None,
 ) -> Fit:
     """Fit a router's threshold from its examples (per task [n_t, D]) and/or fallback examples [F, D];
     with `fixed` (a threshold the router sets), only measure what cross-validation expects of it.
@@ -143,7 +150,8 @@ def fit_threshold(
     accuracy with in-scope accuracy weighted _IN_SCOPE_WEIGHT to 1 against fallback recall (the
     operator's counts of each say nothing about real traffic); with examples only, it stays at
     `default` unless that would drop more than 5% of them; with fallback examples only, it rises
-    from `default` until it catches 70%.
+    from `default` until it catches 70%. `learned`: the router's learned examples (a retrained
+    checkpoint's; its prototypes are ignored), scored with every fold's prototypes as served.
     """
     n_examples = sum(len(e) for e in examples)
     if n_examples == 0 and len(fallback) == 0:
@@ -153,17 +161,20 @@ def fit_threshold(
     desc = torch.from_numpy(descriptions.astype(np.float32))
     for fold in range(folds):
         kept = [torch.from_numpy(e[np.arange(len(e)) % folds != fold].astype(np.float32)) for e in examples]
-        protos = mix_prototypes(desc, kept, description_weight).numpy()
-        cal = calibrate(protos, background)
+        protos = mix_prototypes(desc, kept, description_weight)
+        vectors = TaskVectors(protos)
+        if learned is not None and learned.neighbours is not None:
+            vectors = TaskVectors(protos, learned.neighbours, learned.owner, learned.weight)
+        cal = calibrate(vectors, background)
         for task, task_examples in enumerate(examples):
             held = task_examples[np.arange(len(task_examples)) % folds == fold]
             if len(held):
-                index, value = decide_batch(held @ protos.T, criterion, cal)
+                index, value = decide_batch(vectors.similarity_np(held), criterion, cal)
                 in_values.append(value)
                 in_correct.append(index == task)
         held_fb = fallback[np.arange(len(fallback)) % folds == fold]
         if len(held_fb):
-            out_values.append(decide_batch(held_fb @ protos.T, criterion, cal)[1])
+            out_values.append(decide_batch(vectors.similarity_np(held_fb), criterion, cal)[1])
     pos = np.concatenate(in_values) if in_values else np.zeros(0)
     right = np.concatenate(in_correct) if in_correct else np.zeros(0, bool)
     neg = np.concatenate(out_values) if out_values else np.zeros(0)

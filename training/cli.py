@@ -2,6 +2,7 @@
 
     python -m training.cli train    --sets banking77 hwu64 snips mmlu p3_task_types llm_task_types --out DIR
     python -m training.cli retrain  --tasks tasks.json --data labelled.jsonl --out DIR
+    python -m training.cli keep-examples --checkpoint DIR --tasks tasks.json --data labelled.jsonl --out DIR2
     python -m training.cli evaluate --checkpoint DIR --tasks tasks.json --data labelled.jsonl [--shots 5]
     python -m training.cli evaluate --checkpoint DIR --set banking77_oos --report reports/b77oos
     python -m training.cli loto     --out runs/loto            # leave-one-taxonomy-out table
@@ -108,6 +109,35 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     taxonomy = _file_taxonomy(args.tasks, args.data, args.name)
     cfg = _train_config(args, {"tasks": str(args.tasks), "data": str(args.data)})
     _fit_and_save(cfg, [taxonomy], args.out, args.half_deltas)
+
+
+def cmd_keep_examples(args: argparse.Namespace) -> None:
+    """A checkpoint retrained with --task-head but without --nearest-examples gets its taxonomy's
+    train-split prompts as learned examples, as if trained with it (raw threshold chosen again)."""
+    from training.data import ensure_val_split
+    from training.train import learn_examples
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer, metadata = load_checkpoint(args.checkpoint)
+    if not model.learned_tasks:
+        raise SystemExit(f"{args.checkpoint} has no learned task vectors (retrain it with --task-head)")
+    taxonomy = ensure_val_split(_file_taxonomy(args.tasks, args.data, args.name))
+    missing = [t.name for t in taxonomy.tasks if t.description not in model.learned_tasks]
+    if missing:
+        raise SystemExit(
+            f"{args.checkpoint} learned no vector for {len(missing)} of these tasks, e.g. {missing[:3]}"
+        )
+    model.learned_examples = learn_examples(model, tokenizer, taxonomy)
+    threshold, how = pick_threshold([score(model, tokenizer, taxonomy, "val", limit=args.val_limit)])
+    model.config = replace(model.config, threshold=round(threshold, 4))
+    kept = sum(len(v) for v in model.learned_examples.values())
+    metadata["learned_examples"] = {"prompts": kept, "source": str(args.data), "threshold_source": how}
+    save_difference(model, args.out, metadata, torch.float16 if args.half_deltas else None)
+    print(
+        f"saved {args.out}: {kept} learned examples for {len(model.learned_examples)} tasks, "
+        f"threshold {threshold:.3f}"
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -247,6 +277,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="custom")
     _add_train_flags(p)
     p.set_defaults(run=cmd_retrain)
+    p = sub.add_parser(
+        "keep-examples",
+        help="add a retrained checkpoint's train prompts as learned examples (nearest-example scoring)",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint retrained with --task-head")
+    p.add_argument("--tasks", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--name", default="custom")
+    p.add_argument("--val-limit", type=int, default=None)
+    p.add_argument("--half-deltas", action="store_true")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=cmd_keep_examples)
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a taxonomy")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--set", help="a data set name (instead of --tasks/--data)")

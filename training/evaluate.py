@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 from transformers import PreTrainedTokenizerBase
 
-from models import TaskClassifier, match_probabilities
+from models import TaskClassifier, TaskVectors, match_probabilities
 from training.data import FALLBACK, Taxonomy
 from training.encode import as_user, embed
 
@@ -51,16 +50,17 @@ def task_prototypes(
     taxonomy: Taxonomy,
     shots: int = 0,
     seed: int = 0,
-) -> torch.Tensor:
-    """Prototypes [T, D] as the server builds them: descriptions, plus `shots` train prompts per task
-    (drawn with `seed`) standing in for the examples an operator would write."""
+) -> TaskVectors:
+    """What prompts are scored against, as the server builds it: descriptions, plus `shots` train
+    prompts per task (drawn with `seed`) standing in for the examples an operator would write, plus
+    the checkpoint's learned examples of these descriptions if it kept some."""
     texts = [t.description for t in taxonomy.tasks]
     descriptions = model.describe(texts, embed(model, tokenizer, as_user(texts), side="task"))
     examples = [
         embed(model, tokenizer, as_user(chosen), side="task") if chosen else None
         for chosen in task_examples(taxonomy, shots, seed)
     ]
-    return model.task_prototypes(descriptions, examples)
+    return model.task_vectors(texts, descriptions, examples)
 
 
 def task_examples(taxonomy: Taxonomy, shots: int, seed: int = 0) -> list[list[str]]:
@@ -110,7 +110,7 @@ def score_shots(
     out = []
     for n in shots:
         prototypes = task_prototypes(model, tokenizer, taxonomy, n, seed)
-        sims = (prompts @ prototypes.T).float().cpu().numpy()
+        sims = prototypes.similarity(prompts).float().cpu().numpy()
         out.append(Scored(sims, [r.label for r in rows], taxonomy.task_names))
     return out
 

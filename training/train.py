@@ -46,7 +46,7 @@ from transformers import PreTrainedTokenizerBase
 from models import PLAIN_CHECKPOINT, TaskClassifier, load_checkpoint
 from models.checkpoint import TASK_HEAD
 from training.data import Taxonomy, ensure_val_split
-from training.encode import as_user, collate, token_rows
+from training.encode import as_user, collate, embed, token_rows
 from training.evaluate import pick_threshold, score
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,10 @@ class TrainConfig:
     # prototypes, initialised from the description embeddings), saved with the checkpoint and used
     # in place of those exact descriptions at serving time (models/classifier.py `describe`).
     task_head: bool = False
+    # With task_head: also keep the taxonomy's train-split prompts, embedded by the final model, as
+    # learned examples; each task is then scored with its nearest one as well as its vector
+    # (models/tasks.py; the checkpoint grows by E x D float16, ~6 MB for 8,000 prompts).
+    nearest_examples: bool = False
     # The embeddings and this many lower encoder layers stay frozen (the experts sit above them):
     # they run without autograd, and their outputs for texts that recur (descriptions, validation
     # prompts) are computed once, which makes a CPU step several times cheaper. 0 = train through all.
@@ -440,6 +444,10 @@ def train(
             )
         model.register_parameter(TASK_HEAD, nn.Parameter(start_emb[0].clone().to(device)))
         heads[train_sets[0].name] = model.task_head
+    elif cfg.nearest_examples:
+        raise ValueError(
+            "nearest_examples keeps one taxonomy's prompts for its learned task vectors: add task_head"
+        )
 
     if cfg.open_set:
         model.register_parameter(OPEN_SET_LEVEL, nn.Parameter(torch.tensor(_OPEN_SET_START, device=device)))
@@ -637,6 +645,8 @@ def train(
                 zip((t.description for t in train_sets[0].tasks), vectors, strict=True)
             )
             del model.task_head
+            if cfg.nearest_examples:
+                model.learned_examples = learn_examples(model, tokenizer, train_sets[0])
         open_set_level = None
         if cfg.open_set:
             open_set_level = round(float(model.open_set_level.detach()), 4)
@@ -684,3 +694,18 @@ def _open_set_loss(
 def _resumable_config(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a run must keep to be continued (not how long one call runs or shows progress)."""
     return {k: v for k, v in cfg.__dict__.items() if k not in ("stop_after", "progress", "device", "extra")}
+
+
+def learn_examples(
+    model: TaskClassifier, tokenizer: PreTrainedTokenizerBase, taxonomy: Taxonomy
+) -> dict[str, torch.Tensor]:
+    """The taxonomy's train-split prompts embedded by `model` ([n, D] per task description): the
+    learned examples a retrained checkpoint keeps (`TaskClassifier.learned_examples`)."""
+    rows = ensure_val_split(taxonomy).rows("train", with_fallback=False)
+    vectors = embed(model, tokenizer, [r.messages for r in rows]).float().cpu()
+    labels = np.array([r.label for r in rows])
+    return {
+        task.description: vectors[torch.from_numpy(np.flatnonzero(labels == task.name))]
+        for task in taxonomy.tasks
+        if (labels == task.name).any()
+    }

@@ -26,6 +26,7 @@ from models import (
     ClassifierConfig,
     PromptInput,
     TaskClassifier,
+    TaskVectors,
     build_prompt,
     load_checkpoint,
     pad_batch,
@@ -55,7 +56,7 @@ class TaskText:
 class CompiledTasks:
     """What one router version needs at request time, built once on the engine thread."""
 
-    prototypes: torch.Tensor  # [T, D] on the device
+    prototypes: TaskVectors  # prototypes [T, D] (and any learned examples) on the device
     calibration: Calibration  # the background's best similarities in this router (models/nomatch.py)
     fit: Fit  # the threshold fitted from examples and fallback examples (or the default)
 
@@ -209,9 +210,9 @@ class Engine:
         """Prototypes, background calibration and the fitted threshold of one router version (with
         `fixed`, the router's own threshold, only what cross-validation expects of it)."""
         descriptions, examples = self._task_embeddings(tasks)
-        prototypes = self.model.task_prototypes(descriptions, examples)
+        prototypes = self.model.task_vectors([t.description for t in tasks], descriptions, examples)
         background = self.background()
-        calibration = calibrate(prototypes.float().cpu().numpy(), background)
+        calibration = calibrate(prototypes, background)
         fit = fit_threshold(
             descriptions.float().cpu().numpy(),
             [
@@ -224,6 +225,7 @@ class Engine:
             default,
             self.model.config.description_weight,
             fixed,
+            prototypes,
         )
         return CompiledTasks(prototypes, calibration, fit)
 
@@ -234,12 +236,14 @@ class Engine:
         return descriptions, [self._encode_texts(t.examples) if t.examples else None for t in tasks]
 
     @torch.inference_mode()
-    def task_prototypes(self, tasks: Sequence[TaskText]) -> torch.Tensor:
-        """Prototypes [T, D] on the device, without calibration or fit (tests and benchmarks)."""
-        return self.model.task_prototypes(*self._task_embeddings(tasks))
+    def task_prototypes(self, tasks: Sequence[TaskText]) -> TaskVectors:
+        """What prompts are scored against, on the device, without calibration or fit (tests and
+        benchmarks)."""
+        texts = [t.description for t in tasks]
+        return self.model.task_vectors(texts, *self._task_embeddings(tasks))
 
     @torch.inference_mode()
-    def score(self, prompts: Sequence[PromptInput], prototypes: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    def score(self, prompts: Sequence[PromptInput], prototypes: Sequence[TaskVectors]) -> list[np.ndarray]:
         """Similarities of each prompt to the tasks of its own router: one encoder pass for the batch,
         then one small matrix product per distinct router in it."""
         rows = [p.input_ids for p in prompts]
@@ -255,7 +259,7 @@ class Engine:
         for i, proto in enumerate(prototypes):
             groups.setdefault(id(proto), []).append(i)
         for rows in groups.values():
-            sims = self.model.similarity(embeddings[rows], prototypes[rows[0]]).float().cpu().numpy()
+            sims = prototypes[rows[0]].similarity(embeddings[rows]).float().cpu().numpy()
             for row, sim in zip(rows, sims, strict=True):
                 results[row] = sim
         return results  # type: ignore[return-value]

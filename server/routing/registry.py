@@ -14,9 +14,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from models import ClassifierConfig, match_probabilities
+from models import ClassifierConfig, TaskVectors, match_probabilities
 from models.nomatch import CALIBRATED, Calibration, Fit, criterion_value
 from server.errors import AlreadyExists, InvalidInput, NotFound, PersistFailed, StoreUnavailable
 from server.routing.persistence import Conflict, RouterStore, SavedRouter, Token
@@ -64,7 +63,7 @@ class NoMatch:
 class CompiledRouter:
     spec: RouterSpec
     version: int
-    prototypes: torch.Tensor  # [T, D] on the engine's device
+    prototypes: TaskVectors  # on the engine's device (models/tasks.py)
     no_match: NoMatch
     temperature: float
     uuid: str  # stable across updates; the HTTP control plane addresses routers by it

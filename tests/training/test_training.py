@@ -341,10 +341,57 @@ def test_a_task_head_is_learned_saved_and_used_for_those_descriptions_only(
 
     engine = Engine.load(ModelSection(checkpoint=str(tmp_path / "head"), backend="torch"))
     served = engine.task_prototypes([TaskText(descriptions[0]), TaskText("a description it never saw")])
-    torch.testing.assert_close(served[0].float().cpu(), reloaded.learned_tasks[descriptions[0]])
-    torch.testing.assert_close(served[1].float().cpu(), plain[-1].float().cpu(), rtol=1e-4, atol=1e-5)
+    served_rows = served.prototypes.float().cpu()
+    torch.testing.assert_close(served_rows[0], reloaded.learned_tasks[descriptions[0]])
+    torch.testing.assert_close(served_rows[1], plain[-1].float().cpu(), rtol=1e-4, atol=1e-5)
+    assert not served.has_neighbours  # trained without nearest_examples: vectors only
     with pytest.raises(ValueError, match="one taxonomy"):
         train(config(checkpoint, task_head=True), [taxonomy, load_dataset_dir(make_dataset(tmp_path / "b"))])
+
+
+def test_learned_examples_are_kept_saved_and_scored_by_the_server(
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--nearest-examples: the taxonomy's train prompts, embedded by the final model, travel with
+    the checkpoint (float16) and score their task with the nearest one, in evaluation as served."""
+    from models import ChatMessage
+    from server.classify.engine import Engine, TaskText
+    from server.config import ModelSection
+    from training.data import ensure_val_split
+    from training.evaluate import score
+
+    checkpoint, data = tiny
+    taxonomy = load_dataset_dir(data)
+    cfg = config(checkpoint, task_head=True, nearest_examples=True, keep_best=False)
+    model, tokenizer, _ = train(cfg, [taxonomy])
+    train_rows = ensure_val_split(taxonomy).rows("train", with_fallback=False)
+    assert sum(len(v) for v in model.learned_examples.values()) == len(train_rows)
+    assert set(model.learned_examples) <= set(model.learned_tasks)
+    save_checkpoint(model, tmp_path / "nn", {}, base_state=base_state(model.config.encoder))
+    reloaded, _, _ = load_checkpoint(tmp_path / "nn")
+    for text, rows in model.learned_examples.items():  # stored in float16
+        torch.testing.assert_close(reloaded.learned_examples[text], rows, rtol=0, atol=2e-3)
+    # A train prompt is its own nearest learned example: (1 - w) x cos(prototype) + w x 1.0.
+    prompt = train_rows[0]
+    own = taxonomy.task_names.index(prompt.label)
+    texts = [t.description for t in taxonomy.tasks]
+    engine = Engine.load(ModelSection(checkpoint=str(tmp_path / "nn"), backend="torch"))
+    vectors = engine.task_prototypes([TaskText(t) for t in texts])
+    assert vectors.has_neighbours and vectors.weight == reloaded.config.nearest_example_weight
+    [served] = engine.score([engine.prepare(list(prompt.messages))], [vectors])
+    embedding = embed(reloaded, tokenizer, [prompt.messages])
+    cosine = (embedding @ vectors.prototypes.float().cpu().T)[0].numpy()
+    w = vectors.weight
+    assert served[own] == pytest.approx((1 - w) * cosine[own] + w * 1.0, abs=3e-3)
+    # Another router's tasks (other descriptions) read as the prototype alone.
+    [other] = engine.score(
+        [engine.prepare(list(prompt.messages))], [engine.task_prototypes([TaskText("unrelated chores")])]
+    )
+    plain_other = embed(reloaded, tokenizer, [[ChatMessage("user", "unrelated chores")]], side="task")
+    assert other[0] == pytest.approx(float((embedding @ plain_other.T)[0, 0]), abs=1e-4)
+    assert 0 <= score(reloaded, tokenizer, taxonomy, "train").closed_accuracy() <= 1
+    with pytest.raises(ValueError, match="add task_head"):
+        train(config(checkpoint, nearest_examples=True), [taxonomy])
 
 
 def test_interpolating_the_experts_runs_from_the_base_to_the_trained_model(tiny: tuple[Path, Path]) -> None:
