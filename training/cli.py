@@ -144,7 +144,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from training import openset
     from training.report import write_report
 
-    model, tokenizer, metadata = load_checkpoint(args.checkpoint)
+    overrides = {} if args.nearest_weight is None else {"nearest_example_weight": args.nearest_weight}
+    model, tokenizer, metadata = load_checkpoint(args.checkpoint, **overrides)
     taxonomy = (
         load_taxonomies([args.set])[0] if args.set else _file_taxonomy(args.tasks, args.data, args.data.stem)
     )
@@ -304,6 +305,11 @@ def parser() -> argparse.ArgumentParser:
         help="pick the threshold on the val split (default) instead of the checkpoint's",
     )
     p.add_argument("--report", type=Path, help="write report.json, report.md and plots here")
+    p.add_argument(
+        "--nearest-weight",
+        type=float,
+        help="score with this share from the nearest learned example (default: the checkpoint's)",
+    )
     p.set_defaults(run=cmd_evaluate)
     p = sub.add_parser("loto", help="leave-one-taxonomy-out table: plain vs no-experts vs MoE (+ examples)")
     p.add_argument("--holdout", nargs="*", help="sets to hold out (default: every public set)")
