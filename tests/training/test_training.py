@@ -24,6 +24,7 @@ from training.train import (
     OPEN_SET_LEVEL,
     TrainConfig,
     _open_set_loss,
+    _relational_kd,
     _Sampler,
     build_model,
     parse_set_weights,
@@ -447,6 +448,61 @@ def test_training_with_the_open_set_term_learns_its_level_and_resumes(
     resumed, _, rest = train(cfg, [load_dataset_dir(data)], run_dir=tmp_path / "run")
     assert rest["open_set_level"] == whole["open_set_level"]
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_relational_distillation_is_zero_at_the_teacher_and_grows_as_the_geometry_moves() -> None:
+    torch.manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    assert _relational_kd(teacher, teacher, 20.0).item() == pytest.approx(0.0, abs=1e-6)
+    # A rotation keeps every similarity, so it costs nothing; moving the rows apart does.
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16))
+    assert _relational_kd(teacher @ rotation, teacher, 20.0).item() == pytest.approx(0.0, abs=1e-5)
+    small = torch.nn.functional.normalize(teacher + 0.1 * torch.randn(6, 16), dim=-1)
+    large = torch.nn.functional.normalize(teacher + 1.0 * torch.randn(6, 16), dim=-1)
+    assert 0 < _relational_kd(small, teacher, 20.0).item() < _relational_kd(large, teacher, 20.0).item()
+    assert _relational_kd(teacher[:2], teacher[:2], 20.0).item() == 0.0  # too few rows to compare
+
+
+def _prompt_geometry(model: torch.nn.Module, tokenizer: object) -> torch.Tensor:
+    model.eval()
+    prompts = embed(model, tokenizer, as_user([p for t in TASKS for p in PROMPTS[t["name"]]]))
+    return prompts @ prompts.T
+
+
+def test_distillation_keeps_the_starting_geometry_and_resumes(
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint, data = tiny
+    cfg = config(checkpoint, max_steps=12, eval_every=4, keep_best=False)
+    start, tokenizer = build_model(cfg)
+    before = _prompt_geometry(start, tokenizer)
+    with pytest.raises(ValueError, match="--no-dropout"):
+        train(replace(cfg, distill=1.0), [load_dataset_dir(data)])
+    cfg = replace(cfg, dropout=False)  # the teacher runs without dropout, so the student does too
+    free, _, _ = train(cfg, [load_dataset_dir(data)])
+    held, _, _ = train(replace(cfg, distill=20.0), [load_dataset_dir(data)])
+    drift_free = (_prompt_geometry(free, tokenizer) - before).abs().mean().item()
+    drift_held = (_prompt_geometry(held, tokenizer) - before).abs().mean().item()
+    assert drift_held < 0.7 * drift_free, (drift_held, drift_free)
+    # Resumable like any run: the teacher is the starting model, rebuilt before the resume point.
+    run = tmp_path / "run"
+    train(replace(cfg, distill=20.0, stop_after=6), [load_dataset_dir(data)], run_dir=run)
+    resumed, _, _ = train(replace(cfg, distill=20.0), [load_dataset_dir(data)], run_dir=run)
+    for (name, a), (_, b) in zip(held.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    # A resume point written before a setting existed continues when the setting is at its default.
+    old = tmp_path / "old"
+    train(replace(cfg, dropout=True, stop_after=6), [load_dataset_dir(data)], run_dir=old)
+    saved = torch.load(old / "resume.pt", weights_only=False)
+    for added in ("distill", "dropout"):
+        del saved["config"][added]
+    torch.save(saved, old / "resume.pt")
+    with pytest.raises(ValueError, match="other settings"):  # that run trained with dropout
+        train(cfg, [load_dataset_dir(data)], run_dir=old)
+    again, _, _ = train(replace(cfg, dropout=True), [load_dataset_dir(data)], run_dir=old)
+    whole, _, _ = train(replace(cfg, dropout=True), [load_dataset_dir(data)])
+    for (name, a), (_, b) in zip(whole.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
