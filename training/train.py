@@ -457,7 +457,7 @@ def train(
     all_emb = torch.cat(start_emb)
     offsets = np.cumsum([0] + [len(e) for e in start_emb]).tolist()
     cross_sim = (all_emb @ all_emb.T).cpu()
-    # The teacher's view of every description in both styles, computed once: [taxonomy][task][style].
+    # The teacher's view of every description in both styles, computed once.
     teacher_desc = _teacher_descriptions(teacher, lower, desc_rows) if teacher is not None else None
     sampler = _Sampler(train_sets, tokenizer, cfg, rng, hard)
     val_rows = _val_sets(val_sets, tokenizer, cfg, desc_len)
@@ -604,12 +604,11 @@ def train(
         total = loss + cfg.aux_weight * aux
         if teacher is not None and teacher_desc is not None:
             with torch.no_grad():
-                q_emb = (
-                    teacher.encode_upper(p_in, p_mask, cfg.frozen_layers)
-                    if cfg.frozen_layers
-                    else (teacher.encode_prompts(p_in, p_mask))
-                )
-                d_emb = torch.stack([teacher_desc[t][j][v] for (t, j), v in zip(cand, styles, strict=True)])
+                if cfg.frozen_layers:
+                    q_emb = teacher.encode_upper(p_in, p_mask, cfg.frozen_layers)
+                else:
+                    q_emb = teacher.encode_prompts(p_in, p_mask)
+                d_emb = torch.stack([teacher_desc[t][v, j] for (t, j), v in zip(cand, styles, strict=True)])
             kd = _relational_kd(p_emb, q_emb, cfg.scale) + _relational_kd(t_emb, d_emb, cfg.scale)
             total = total + cfg.distill * kd
             distill_losses.append(float(kd.detach()))
@@ -745,25 +744,13 @@ def _frozen_copy(model: TaskClassifier) -> TaskClassifier:
 @torch.no_grad()
 def _teacher_descriptions(
     teacher: TaskClassifier, lower: _Lower, desc_rows: list[list[list[list[int]]]]
-) -> list[list[list[torch.Tensor]]]:
-    """The teacher's embedding of each task's description and name ([taxonomy][task][style]), from
-    the same cached lower-layer states the student reads."""
-
-    def encode(texts: list[list[int]]) -> torch.Tensor:
-        parts = []
-        for start in range(0, len(texts), 256):
-            inputs, mask = lower(texts[start : start + 256], keep=True)
-            if lower.layers:
-                parts.append(teacher.encode_upper(inputs, mask, lower.layers))
-            else:
-                parts.append(teacher.encode_tasks(inputs, mask))
-        return torch.cat(parts)
-
-    out = []
-    for rows in desc_rows:
-        styles = [encode([r[v] for r in rows]) for v in range(2)]
-        out.append([[styles[0][i], styles[1][i]] for i in range(len(rows))])
-    return out
+) -> list[torch.Tensor]:
+    """The teacher's embedding of each task's description and name: per taxonomy [style, task, D] on
+    the training device, from the same cached lower-layer states the student reads."""
+    return [
+        torch.stack([_embed_rows(teacher, lower, [r[v] for r in rows]) for v in range(2)]).to(lower.device)
+        for rows in desc_rows
+    ]
 
 
 def _relational_kd(student: torch.Tensor, teacher: torch.Tensor, scale: float) -> torch.Tensor:
